@@ -1,0 +1,5 @@
+import sys
+
+from vtok.cli import main
+
+sys.exit(main())

@@ -1,0 +1,41 @@
+"""The `vtok` command: one dispatch table of subcommands, `main(argv)` callable from tests."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import vtok
+from vtok.cli import list_cmd
+
+# name -> module with `add_arguments(parser)` and `run(args) -> int`
+COMMANDS = {
+    "list": list_cmd,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vtok",
+        description="Visual tokenization: quantizers, tokenizers, token files, token reduction.",
+    )
+    parser.add_argument("--version", action="version", version=f"vtok {vtok.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        doc = (module.__doc__ or "").strip().splitlines()[0]
+        module.add_arguments(sub.add_parser(name, help=doc, description=doc))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return COMMANDS[args.command].run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
