@@ -130,7 +130,13 @@ def code_metrics(indices: Tensor, codebook_size: int) -> dict[str, float]:
     return dict(zip(("usage", "perplexity", "entropy"), values))
 
 
+SUMMED_METRICS = {"restarts"}  # counts add up over sub-quantizers; rates are averaged
+
+
 def mean_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
-    """Average metric dicts of sub-quantizers (levels, groups, scales) key by key."""
-    keys = parts[0].keys()
-    return {k: sum(p[k] for p in parts) / len(parts) for k in keys}
+    """Combine metric dicts of sub-quantizers (levels, groups, scales) key by key."""
+    combined = {}
+    for key in parts[0]:
+        total = sum(p[key] for p in parts)
+        combined[key] = total if key in SUMMED_METRICS else total / len(parts)
+    return combined

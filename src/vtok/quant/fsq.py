@@ -54,7 +54,7 @@ class FiniteScalarQuantizer(Quantizer):
         offset = (1 - lv % 2) * 0.5
         # a hair over (L-1)/2 keeps atanh finite for L=2 while rounding still gives L values
         span = (lv - 1) * (1 + 1e-3) / 2
-        self.register_buffer("half", half, persistent=False)
+        self.register_buffer("half_width", half, persistent=False)
         self.register_buffer("radix", radix, persistent=False)
         self.register_buffer("offset", offset, persistent=False)
         self.register_buffer("span", span, persistent=False)
@@ -69,9 +69,9 @@ class FiniteScalarQuantizer(Quantizer):
         if self.project_in is not None:
             x = self.project_in(x)
         bounded = self.bound(x)
-        digits = (bounded.round() + self.half).long()
+        digits = (bounded.round() + self.half_width).long()
         idx = (digits * self.radix).sum(-1)
-        z_q = straight_through(self._values(digits), bounded / self.half)
+        z_q = straight_through(self._values(digits), bounded / self.half_width)
         if self.project_out is not None:
             z_q = self.project_out(z_q)
         return QuantizerOutput(
@@ -82,7 +82,7 @@ class FiniteScalarQuantizer(Quantizer):
         )
 
     def _values(self, digits: Tensor) -> Tensor:
-        return (digits.float() - self.half) / self.half
+        return (digits.float() - self.half_width) / self.half_width
 
     def indices_to_digits(self, indices: Tensor) -> Tensor:
         lv = self.radix.new_tensor(self.levels)

@@ -25,6 +25,7 @@ from vtok.quant.dist import all_gather_rows, all_reduce_sum_, broadcast_
 from vtok.quant.search import nearest_code
 
 KMEANS_MAX_SAMPLES = 65536  # per rank
+KMEANS_PP_MAX_CODES = 1024
 
 
 @QUANTIZERS.register("vq")
@@ -193,12 +194,7 @@ class VectorQuantizer(Quantizer):
         if x.shape[0] > KMEANS_MAX_SAMPLES:
             x = x[torch.randperm(x.shape[0], device=x.device)[:KMEANS_MAX_SAMPLES]]
         data = all_gather_rows(x)
-        gen = torch.Generator().manual_seed(self.seed)
-        if data.shape[0] >= k:
-            pick = torch.randperm(data.shape[0], generator=gen)[:k]
-        else:
-            pick = torch.randint(data.shape[0], (k,), generator=gen)
-        centroids = data[pick.to(data.device)]
+        centroids = kmeans_seeds(data, k, self.seed)
         metric = "l2" if self.distance == "l2" else "dot"
         counts = torch.ones(k, device=data.device)
         for step in range(self.kmeans_iters + 1):
@@ -219,6 +215,34 @@ class VectorQuantizer(Quantizer):
             self.ema_count.copy_(counts.clamp_min(1))
             self.ema_sum.copy_(centroids * self.ema_count[:, None])
         self.initialized.fill_(True)
+
+
+@torch.no_grad()
+def kmeans_seeds(data: Tensor, k: int, seed: int) -> Tensor:
+    """Initial k-means centers drawn from `data` [N, d].
+
+    Up to KMEANS_PP_MAX_CODES codes: k-means++ seeding (Arthur & Vassilvitskii, 2007), each new
+    center drawn with probability proportional to its squared distance from the chosen ones.
+    Its k sequential steps are too slow for larger codebooks, where a uniform draw of data
+    points already follows the data density closely.
+    """
+    n = data.shape[0]
+    gen = torch.Generator(device=data.device).manual_seed(seed)
+    if n <= k:  # every point becomes a center; the repeats are dead codes, restarted later
+        extra = torch.randint(n, (k - n,), generator=gen, device=data.device)
+        return torch.cat([data, data[extra]])
+    if k > KMEANS_PP_MAX_CODES:
+        return data[torch.randperm(n, generator=gen, device=data.device)[:k]]
+    sq = data.pow(2).sum(1)
+    picks = [int(torch.randint(n, (1,), generator=gen, device=data.device))]
+    nearest = torch.full_like(sq, float("inf"))
+    for _ in range(1, k):
+        c = data[picks[-1]]
+        torch.minimum(nearest, torch.addmv(sq + c.dot(c), data, c, alpha=-2), out=nearest)
+        cdf = nearest.clamp_min(0).cumsum(0)
+        u = torch.rand(1, generator=gen, device=data.device) * cdf[-1]
+        picks.append(min(int(torch.searchsorted(cdf, u)), n - 1))
+    return data[picks]
 
 
 def rotate_onto(x: Tensor, q: Tensor, eps: float = 1e-6) -> Tensor:
