@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from vtok.registry import Registry
 
 QUANTIZERS: Registry[Quantizer] = Registry("quantizer")
+BINCOUNT_MAX_CODES = 1 << 20
 
 
 def create_quantizer(name: str, **options: Any) -> Quantizer:
@@ -118,15 +119,16 @@ def straight_through(value: Tensor, surrogate: Tensor) -> Tensor:
 def code_metrics(indices: Tensor, codebook_size: int) -> dict[str, float]:
     """Usage (fraction of codes hit), perplexity and entropy (bits) of one batch of indices."""
     flat = indices.reshape(-1)
-    flat = flat[flat >= 0]  # dropped levels carry -1
     if flat.numel() == 0:
         return {"usage": 0.0, "perplexity": 0.0, "entropy": 0.0}
-    # unique() instead of bincount: LFQ/BSQ codebooks can have 2**32 entries.
-    counts = torch.unique(flat, return_counts=True)[1].double()
-    p = counts / counts.sum()
-    entropy = -(p * p.log()).sum()
-    values = torch.stack([counts.new_tensor(counts.numel() / codebook_size), entropy.exp(),
-                          entropy / math.log(2)]).tolist()
+    if codebook_size <= BINCOUNT_MAX_CODES:
+        counts = torch.bincount(flat, minlength=codebook_size)
+    else:  # sign codebooks can have 2**32 entries and more: count only what occurs
+        counts = torch.unique(flat, return_counts=True)[1]
+    p = counts / flat.numel()
+    entropy = -torch.special.xlogy(p, p).sum()
+    used = (counts > 0).sum() / codebook_size
+    values = torch.stack([used, entropy.exp(), entropy / math.log(2)]).tolist()
     return dict(zip(("usage", "perplexity", "entropy"), values))
 
 

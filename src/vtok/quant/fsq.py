@@ -14,8 +14,19 @@ from vtok.quant.base import (
     QuantizerOutput,
     code_metrics,
     require_int,
-    straight_through,
 )
+
+
+class RoundStraightThrough(torch.autograd.Function):
+    """round() whose gradient is the identity; the value stays exactly round(x)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.round()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad
 
 
 @QUANTIZERS.register("fsq")
@@ -59,19 +70,19 @@ class FiniteScalarQuantizer(Quantizer):
         self.register_buffer("offset", offset, persistent=False)
         self.register_buffer("span", span, persistent=False)
         self.register_buffer("shift", torch.atanh(offset / span), persistent=False)
+        self.index_base = float((half * radix).sum())  # index of the all-zero code
 
     def bound(self, x: Tensor) -> Tensor:
         """Squash x so that rounding gives integers in [-(L//2), L - 1 - L//2]."""
-        return torch.tanh(x + self.shift) * self.span - self.offset
+        return torch.addcmul(-self.offset, torch.tanh(x + self.shift), self.span)
 
     def quantize(self, z: Tensor) -> QuantizerOutput:
         x = z.reshape(-1, self.dim)
         if self.project_in is not None:
             x = self.project_in(x)
-        bounded = self.bound(x)
-        digits = (bounded.round() + self.half_width).long()
-        idx = (digits * self.radix).sum(-1)
-        z_q = straight_through(self._values(digits), bounded / self.half_width)
+        centred = RoundStraightThrough.apply(self.bound(x))
+        idx = self._index(centred.detach())
+        z_q = centred / self.half_width
         if self.project_out is not None:
             z_q = self.project_out(z_q)
         return QuantizerOutput(
@@ -81,15 +92,19 @@ class FiniteScalarQuantizer(Quantizer):
             code_metrics(idx, self.codebook_size),
         )
 
-    def _values(self, digits: Tensor) -> Tensor:
-        return (digits.float() - self.half_width) / self.half_width
+
+    def _index(self, centred: Tensor) -> Tensor:
+        if self.codebook_size <= 1 << 24:  # a float32 dot product is exact below 2**24
+            return torch.mv(centred, self.radix.float()).add_(self.index_base).long()
+        return ((centred + self.half_width).long() * self.radix).sum(-1)
 
     def indices_to_digits(self, indices: Tensor) -> Tensor:
         lv = self.radix.new_tensor(self.levels)
         return torch.div(indices.unsqueeze(-1), self.radix, rounding_mode="floor") % lv
 
     def decode(self, indices: Tensor) -> Tensor:
-        values = self._values(self.indices_to_digits(indices.reshape(-1)))
+        digits = self.indices_to_digits(indices.reshape(-1))
+        values = (digits.float() - self.half_width) / self.half_width  # same ops as quantize
         if self.project_out is not None:
             values = self.project_out(values)
         return values.reshape(*indices.shape, self.dim)

@@ -28,20 +28,24 @@ from vtok.quant.rvq import build_single
 
 
 def _parse_scales(scales: Sequence[Any]) -> list[tuple[int, ...]]:
-    parsed = []
-    for s in scales if isinstance(scales, Sequence) and not isinstance(scales, str) else []:
-        shape = (s, s) if isinstance(s, int) else tuple(s)
-        if not shape or len(shape) > 2 or not all(isinstance(v, int) and v >= 1 for v in shape):
-            parsed = []
+    """Normalize scales to tuples (an int means a square 2D grid); refuse anything else."""
+    problem = f"got {scales!r}"
+    parsed: list[tuple[int, ...]] = []
+    if isinstance(scales, Sequence) and not isinstance(scales, str):
+        for s in scales:
+            shape = (s, s) if isinstance(s, int) else tuple(s) if isinstance(s, Sequence) else ()
+            if not 1 <= len(shape) <= 2 or not all(isinstance(v, int) and v >= 1 for v in shape):
+                parsed, problem = [], f"got {s!r} in {scales!r}"
+                break
+            parsed.append(shape)
+    for a, b in zip(parsed, parsed[1:]):
+        if len(a) != len(b) or any(x > y for x, y in zip(a, b)):
+            parsed, problem = [], f"{b} follows {a}"
             break
-        parsed.append(shape)
-    grow = all(
-        len(a) == len(b) and all(x <= y for x, y in zip(a, b)) for a, b in zip(parsed, parsed[1:])
-    )
-    if not parsed or not grow:
+    if not parsed:
         raise ValueError(
             "scales must be a non-empty list of grid sizes that never shrink, each an int "
-            f"(square 2D grid) or a tuple of 1 or 2 positive ints, got {scales!r}"
+            f"(square 2D grid) or a tuple of 1 or 2 positive ints; {problem}"
         )
     return parsed
 
