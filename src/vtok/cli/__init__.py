@@ -7,10 +7,11 @@ import sys
 from collections.abc import Sequence
 
 import vtok
-from vtok.cli import list_cmd
+from vtok.cli import data_cmd, list_cmd
 
 # name -> module with `add_arguments(parser)` and `run(args) -> int`
 COMMANDS = {
+    "data": data_cmd,
     "list": list_cmd,
 }
 

@@ -1,0 +1,156 @@
+"""Datasets of image crops from a folder, WebDataset-style tar shards, or the default photos.
+
+Unreadable items are skipped with a warning naming the file, counted in `skipped`, and replaced
+by the next readable item, so one bad file never stops a run.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from vtok.data.images import IMAGE_SUFFIXES, ImageReadError, find_images, pil_to_tensor, read_image
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image: a display name and how to read it."""
+
+    name: str
+    read: Callable[[], torch.Tensor]
+
+
+def tar_items(path: Path) -> list[ImageItem]:
+    """The images inside one tar shard (WebDataset layout: `key.jpg`, `key.png`, ...)."""
+    try:
+        with tarfile.open(path) as tar:
+            members = [m for m in tar.getmembers()
+                       if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
+    except (OSError, tarfile.TarError) as err:
+        raise ImageReadError(f"{path}: not a readable tar shard ({err})") from None
+
+    def reader(member: tarfile.TarInfo) -> Callable[[], torch.Tensor]:
+        def read() -> torch.Tensor:
+            name = f"{path}:{member.name}"
+            try:
+                with open(path, "rb") as f:
+                    f.seek(member.offset_data)
+                    data = f.read(member.size)
+                with Image.open(BytesIO(data)) as im:
+                    return pil_to_tensor(im)
+            except (OSError, ValueError, SyntaxError) as err:
+                raise ImageReadError(f"{name}: cannot decode image ({err})") from None
+
+        return read
+
+    return [ImageItem(f"{path}:{m.name}", reader(m)) for m in members]
+
+
+def image_items(source: str | Path | Sequence[str | Path]) -> list[ImageItem]:
+    """Images from a folder (recursive), tar shards, image files, or a list of those."""
+    if isinstance(source, (str, Path)):
+        source = [source]
+    items: list[ImageItem] = []
+    for entry in source:
+        path = Path(entry)
+        if path.is_dir():
+            items += [_file_item(p) for p in find_images(path)]
+        elif path.suffix == ".tar":
+            items += tar_items(path)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            items.append(_file_item(path))
+        else:
+            raise ImageReadError(f"{path}: not a folder, a .tar shard or an image file")
+    if not items:
+        raise ImageReadError(f"no images found in {', '.join(map(str, source))}")
+    return items
+
+
+def _file_item(path: Path) -> ImageItem:
+    return ImageItem(str(path), lambda: read_image(path))
+
+
+def fit_short_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Upscale `[3, H, W]` so its short side is at least `size` (bicubic, clamped)."""
+    h, w = image.shape[-2:]
+    if min(h, w) >= size:
+        return image
+    scale = size / min(h, w)
+    shape = (max(size, round(h * scale)), max(size, round(w * scale)))
+    resized = F.interpolate(image[None], size=shape, mode="bicubic", align_corners=False)
+    return resized[0].clamp(0, 1)
+
+
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    image = fit_short_side(image, size)
+    h, w = image.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[:, top : top + size, left : left + size]
+
+
+class RandomCrops(Dataset):
+    """`length` random `size`x`size` crops (with random horizontal flips) per epoch.
+
+    Item i of epoch e is always the same crop of image i mod N for a given seed, so a resumed
+    run sees exactly the data the uninterrupted run would have. Decoded images are kept in
+    memory as uint8 when `cache` is set (the default for up to 2,000 images).
+    """
+
+    def __init__(self, items: Sequence[ImageItem], size: int, length: int, seed: int = 0,
+                 flip: bool = True, cache: bool | None = None) -> None:
+        if not items:
+            raise ValueError("RandomCrops needs at least one image")
+        self.items, self.size, self.length = list(items), size, length
+        self.seed, self.flip, self.epoch = seed, flip, 0
+        self.cache = len(self.items) <= 2000 if cache is None else cache
+        self._decoded: dict[int, torch.Tensor] = {}
+        self.skipped: dict[str, str] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _image(self, index: int) -> torch.Tensor | None:
+        if index in self._decoded:
+            return self._decoded[index].float() / 255
+        item = self.items[index]
+        if item.name in self.skipped:
+            return None
+        try:
+            image = fit_short_side(item.read(), self.size)
+        except ImageReadError as err:
+            self.skipped[item.name] = str(err)
+            warnings.warn(f"skipping unreadable image: {err}", stacklevel=2)
+            return None
+        if self.cache:
+            self._decoded[index] = (image * 255).round().to(torch.uint8)
+            return self._decoded[index].float() / 255
+        return image
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        n = len(self.items)
+        for step in range(n):
+            image = self._image((i + step) % n)
+            if image is not None:
+                break
+        else:
+            raise ImageReadError(f"none of the {n} images could be read")
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & ((1 << 62) - 1))
+        h, w = image.shape[-2:]
+        top = int(torch.randint(h - self.size + 1, (1,), generator=gen))
+        left = int(torch.randint(w - self.size + 1, (1,), generator=gen))
+        crop = image[:, top : top + self.size, left : left + self.size]
+        if self.flip and bool(torch.rand((), generator=gen) < 0.5):
+            crop = crop.flip(-1)
+        return crop.contiguous()

@@ -1,0 +1,76 @@
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vtok.data import ImageReadError
+from vtok.data.datasets import RandomCrops, center_crop, image_items
+
+
+def _photo(path, w=50, h=40, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_crops_are_deterministic_per_seed_epoch_and_index(tmp_path):
+    items = image_items([_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png", seed=1)])
+    data = RandomCrops(items, size=16, length=10, seed=3)
+    again = RandomCrops(items, size=16, length=10, seed=3)
+    assert all(torch.equal(data[i], again[i]) for i in range(10))
+    assert data[0].shape == (3, 16, 16)
+    data.set_epoch(1)
+    assert not all(torch.equal(data[i], again[i]) for i in range(10))
+
+
+def test_small_images_are_upscaled_to_the_crop_size(tmp_path):
+    data = RandomCrops(image_items(_photo(tmp_path / "s.png", w=12, h=8)), size=32, length=2)
+    assert data[0].shape == (3, 32, 32)
+    assert data[0].min() >= 0 and data[0].max() <= 1
+
+
+def test_unreadable_images_are_skipped_with_a_warning_and_counted(tmp_path):
+    good = _photo(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    data = RandomCrops(image_items(tmp_path), size=8, length=4)
+    with pytest.warns(UserWarning, match="bad.png"):
+        crops = [data[i] for i in range(4)]
+    assert all(c.shape == (3, 8, 8) for c in crops)
+    assert list(data.skipped) == [str(tmp_path / "bad.png")]
+    assert str(good) not in data.skipped
+
+
+def test_all_images_unreadable_is_an_error(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"x")
+    data = RandomCrops(image_items(tmp_path), size=8, length=1)
+    with pytest.warns(UserWarning), pytest.raises(ImageReadError, match="none of the 1 images"):
+        data[0]
+
+
+def test_tar_shards_are_read_member_by_member(tmp_path):
+    _photo(tmp_path / "000.png")
+    _photo(tmp_path / "001.jpg", seed=2)
+    (tmp_path / "000.txt").write_text("a caption")
+    with tarfile.open(tmp_path / "shard.tar", "w") as tar:
+        for name in ["000.png", "000.txt", "001.jpg"]:
+            tar.add(tmp_path / name, arcname=name)
+    items = image_items(tmp_path / "shard.tar")
+    assert [i.name.split(":")[-1] for i in items] == ["000.png", "001.jpg"]
+    assert items[0].read().shape == (3, 40, 50)
+
+
+def test_unknown_sources_are_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ImageReadError, match="not a folder, a .tar shard or an image file"):
+        image_items(tmp_path / "notes.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageReadError, match="no images found"):
+        image_items(tmp_path / "empty")
+
+
+def test_center_crop():
+    img = torch.arange(3 * 6 * 8, dtype=torch.float32).reshape(3, 6, 8) / 200
+    crop = center_crop(img, 4)
+    assert torch.equal(crop, img[:, 1:5, 2:6])

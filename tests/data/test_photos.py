@@ -1,0 +1,89 @@
+import hashlib
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vtok.cli import main
+from vtok.data import photos
+from vtok.data.photos import load_manifest, prepare
+
+
+def test_committed_manifest_is_well_formed():
+    entries = load_manifest()
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names)) >= 40
+    assert {e["split"] for e in entries} == {"train", "val"}
+    assert sum(e["split"] == "val" for e in entries) >= 10
+    assert all(re.fullmatch(r"[0-9a-f]{64}", e["sha256"]) for e in entries)
+    assert all(e["kind"] in ("pip", "deb") for e in entries)
+    val = [e for e in entries if e["split"] == "val"]
+    assert all(min(e["size"]) >= 256 for e in val)  # room for 256x256 centre crops
+
+
+@pytest.fixture
+def fake_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "fakephotos"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(pkg / "good.png")
+    (pkg / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    return pkg
+
+
+def _entry(pkg, name, split="train", sha=None, module="fakephotos"):
+    data = (pkg / name).read_bytes() if (pkg / name).exists() else b""
+    return {"name": f"fake-{name}", "kind": "pip", "package": f"{module}-dist", "module": module,
+            "path": name, "sha256": sha or hashlib.sha256(data).hexdigest(), "split": split}
+
+
+def test_prepare_copies_good_files_and_reports_each_bad_one(tmp_path, fake_package):
+    manifest = [
+        _entry(fake_package, "good.png", "val"),
+        _entry(fake_package, "corrupt.png"),
+        {**_entry(fake_package, "good.png"), "name": "fake-wrong-sum.png", "sha256": "0" * 64},
+        _entry(fake_package, "x.png", module="not_installed_pkg"),
+    ]
+    cache = tmp_path / "cache"
+    report = prepare(cache, manifest)
+    assert report.copied == ["fake-good.png"]
+    assert (cache / "photos" / "val" / "fake-good.png").read_bytes() == (
+        fake_package / "good.png").read_bytes()
+    skipped = dict(report.skipped)
+    assert "cannot decode image" in skipped["fake-corrupt.png"] or "not a readable" in skipped[
+        "fake-corrupt.png"]
+    assert "differs from the manifest" in skipped["fake-wrong-sum.png"]
+    assert report.missing_sources == {
+        "not_installed_pkg-dist": "install it with: pip install not_installed_pkg-dist"}
+    assert not report.ok
+    assert not list(cache.rglob("*.tmp"))
+    again = prepare(cache, manifest[:1])
+    assert again.present == ["fake-good.png"] and again.ok
+
+
+def test_missing_debian_tools_name_the_package_and_the_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(photos.shutil, "which", lambda name: None)
+    entry = {"name": "x.png", "kind": "deb", "package": "libjxl-testdata",
+             "path": "usr/share/nowhere/x.png", "sha256": "0" * 64, "split": "train"}
+    report = prepare(tmp_path, [entry])
+    message = report.missing_sources["libjxl-testdata"]
+    assert "apt-get download libjxl-testdata" in message and "dpkg -x" in message
+
+
+def test_cli_prepare_exits_non_zero_when_something_is_missing(tmp_path, monkeypatch, capsys,
+                                                              fake_package):
+    manifest = [_entry(fake_package, "good.png"), _entry(fake_package, "x.png", module="nope_pkg")]
+    monkeypatch.setattr(photos, "load_manifest", lambda path=None: manifest)
+    assert main(["data", "prepare", "--cache", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "1 copied" in out and "pip install nope_pkg-dist" in out
+
+
+@pytest.mark.slow
+def test_prepare_the_real_default_set(tmp_path):
+    report = prepare(tmp_path)
+    assert report.ok, report.summary()
+    assert len(list((tmp_path / "photos" / "val").iterdir())) >= 10
