@@ -1,0 +1,227 @@
+"""The tokenizer interface: `encode` images to `Tokens`, `decode` them back, save and load.
+
+Images at the API are float `[B, 3, H, W]` in [0, 1]. Weights live in a directory holding
+`config.json` and `model.safetensors` (the Hugging Face layout); nothing else is ever read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+import vtok
+from vtok.quant import Quantizer, create_quantizer
+from vtok.registry import Registry
+
+ARCHITECTURES: Registry[type[Tokenizer]] = Registry("tokenizer architecture")
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+@dataclass
+class Tokens:
+    """Discrete tokens of a batch of images.
+
+    indices: `[B, *token_shape]` (plus a trailing axis for multi-index quantizers).
+    token_shape: `(h, w)` for a 2D grid or `(k,)` for a 1D sequence. image_size: the original
+    `(H, W)`. tokenizer_id: hash of the tokenizer's config and weights. num_tokens: tokens kept
+    per image (less than the maximum for variable-length tokenizers).
+    """
+
+    indices: Tensor
+    token_shape: tuple[int, ...]
+    image_size: tuple[int, int]
+    tokenizer_id: str
+    num_tokens: int
+
+
+@dataclass
+class TokenizerConfig:
+    """Fields shared by every tokenizer; subclasses add their architecture's fields."""
+
+    latent_dim: int = 16
+    quantizer: str = "vq"
+    quantizer_options: dict[str, Any] = field(default_factory=lambda: {"codebook_size": 1024})
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", int) and (not isinstance(value, int) or isinstance(value, bool)
+                                           or value < 1):
+                raise ValueError(f"{type(self).__name__}.{f.name} must be an integer >= 1, "
+                                 f"got {value!r}")
+        if not isinstance(self.quantizer_options, dict):
+            raise ValueError(f"quantizer_options must be a dict, got {self.quantizer_options!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TokenizerConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field {', '.join(unknown)}; "
+                             f"its fields are: {', '.join(sorted(names))}")
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        fixed = {k: tuple(v) if "tuple" in str(types[k]) and isinstance(v, list) else v
+                 for k, v in values.items()}
+        return cls(**fixed)
+
+
+class Tokenizer(nn.Module):
+    """Base class: an encoder to latents, a quantizer, a decoder back to pixels."""
+
+    architecture: ClassVar[str]
+    config_class: ClassVar[type[TokenizerConfig]]
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise ValueError(f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                             f"got {type(config).__name__}")
+        self.config = config
+        self.quantizer: Quantizer = create_quantizer(
+            config.quantizer, dim=config.latent_dim, **config.quantizer_options)
+        self._id: str | None = None
+
+    # -- what subclasses provide ---------------------------------------------------------
+    def forward(self, images: Tensor) -> dict[str, Any]:  # pragma: no cover
+        """Training path: {"recon": [B,3,H,W], "quant_loss": scalar, "metrics": {...}, ...}."""
+        raise NotImplementedError
+
+    def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:  # pragma: no cover
+        raise NotImplementedError
+
+    def _decode(self, tokens: Tokens) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- coding path ---------------------------------------------------------------------
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @torch.no_grad()
+    def encode(self, images: Tensor, num_tokens: int | None = None) -> Tokens:
+        check_images(images)
+        with eval_mode(self):
+            return self._encode(images, num_tokens)
+
+    @torch.no_grad()
+    def decode(self, tokens: Tokens) -> Tensor:
+        if tokens.tokenizer_id != self.tokenizer_id:
+            raise ValueError(f"tokens were made by tokenizer {tokens.tokenizer_id}, "
+                             f"this is tokenizer {self.tokenizer_id}")
+        with eval_mode(self):
+            return self._decode(tokens).clamp(0, 1)
+
+    @property
+    def tokenizer_id(self) -> str:
+        """16 hex digits of sha256 over the config and every weight and buffer."""
+        if self._id is None:
+            h = hashlib.sha256(self.architecture.encode())
+            h.update(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+            for name, tensor in sorted(self.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._id = h.hexdigest()[:16]
+        return self._id
+
+    def train(self, mode: bool = True) -> Tokenizer:
+        self._id = None  # weights may change while training
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._id = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # -- files -----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write `config.json` and `model.safetensors` (each to a temp name, then renamed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"architecture": self.architecture, "vtok_version": vtok.__version__,
+                  "config": self.config.to_dict()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p))
+        _atomic_write(directory / CONFIG_FILE,
+                      lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> Tokenizer:
+        """Load a tokenizer directory; on a subclass, refuse another architecture."""
+        directory = Path(directory)
+        arch, config = read_config(directory)
+        if cls is not Tokenizer and arch != cls.architecture:
+            raise ValueError(f"{directory} holds a {arch!r} tokenizer, not {cls.architecture!r}")
+        model_cls = ARCHITECTURES.get(arch)
+        model = model_cls(model_cls.config_class.from_dict(config))
+        model.load_weights(directory / WEIGHTS_FILE)
+        return model.eval()
+
+    def load_weights(self, path: Path) -> None:
+        if not path.exists():
+            raise ValueError(f"{path}: no weights file (expected {WEIGHTS_FILE})")
+        try:
+            state = load_file(path)
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+        own = self.state_dict()
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or extra or wrong:
+            raise ValueError(
+                f"{path}: weights do not fit this {self.architecture} tokenizer "
+                f"(missing {missing[:3]}, unexpected {extra[:3]}, wrong shape {wrong[:3]})")
+        self.load_state_dict(state)
+
+
+def read_config(directory: Path) -> tuple[str, dict[str, Any]]:
+    path = directory / CONFIG_FILE
+    if not path.exists():
+        raise ValueError(f"{directory}: not a tokenizer directory (no {CONFIG_FILE})")
+    try:
+        data = json.loads(path.read_text())
+        return data["architecture"], data["config"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: malformed tokenizer config ({err})") from None
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_images(images: Tensor) -> None:
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a float tensor [B, 3, H, W] in [0, 1], got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0, 1], got {images.dtype}")
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Run in eval mode (no EMA or codebook updates) and restore the previous mode."""
+    was_training = module.training
+    nn.Module.train(module, False)
+    try:
+        yield
+    finally:
+        nn.Module.train(module, was_training)

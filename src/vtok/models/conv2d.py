@@ -1,0 +1,126 @@
+"""Convolutional 2D tokenizer in the VQGAN style (Esser et al., 2021): a grid of tokens."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens
+from vtok.nn import AttentionBlock2d, Downsample, ResBlock, Upsample, group_norm
+
+
+@dataclass
+class ConvTokenizerConfig(TokenizerConfig):
+    """channels * channel_mult[i] channels at stage i; the grid is 2**(stages-1) times smaller."""
+
+    channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 2, 4)
+    num_res_blocks: int = 1
+    attention: bool = False  # self-attention in the middle blocks (lowest resolution)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        mult = self.channel_mult
+        if not mult or not all(isinstance(m, int) and m >= 1 for m in mult):
+            raise ValueError(f"ConvTokenizerConfig.channel_mult must be a non-empty tuple of "
+                             f"integers >= 1, got {mult!r}")
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+
+class Encoder2d(nn.Module):
+    def __init__(self, c: ConvTokenizerConfig) -> None:
+        super().__init__()
+        widths = [c.channels * m for m in c.channel_mult]
+        layers: list[nn.Module] = [nn.Conv2d(3, c.channels, 3, padding=1)]
+        ch = c.channels
+        for i, width in enumerate(widths):
+            for _ in range(c.num_res_blocks):
+                layers.append(ResBlock(ch, width))
+                ch = width
+            if i < len(widths) - 1:
+                layers.append(Downsample(ch))
+        layers += _middle(ch, c.attention)
+        layers += [group_norm(ch), nn.SiLU(), nn.Conv2d(ch, c.latent_dim, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class Decoder2d(nn.Module):
+    def __init__(self, c: ConvTokenizerConfig) -> None:
+        super().__init__()
+        widths = [c.channels * m for m in c.channel_mult]
+        ch = widths[-1]
+        layers: list[nn.Module] = [nn.Conv2d(c.latent_dim, ch, 3, padding=1)]
+        layers += _middle(ch, c.attention)
+        for i in reversed(range(len(widths))):
+            for _ in range(c.num_res_blocks + 1):
+                layers.append(ResBlock(ch, widths[i]))
+                ch = widths[i]
+            if i > 0:
+                layers.append(Upsample(ch))
+        layers += [group_norm(ch), nn.SiLU(), nn.Conv2d(ch, 3, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.layers(z)
+
+
+def _middle(ch: int, attention: bool) -> list[nn.Module]:
+    return [ResBlock(ch, ch), *([AttentionBlock2d(ch)] if attention else []), ResBlock(ch, ch)]
+
+
+@ARCHITECTURES.register("conv2d")
+class ConvTokenizer(Tokenizer):
+    """Images of any size -> `[B, H/f, W/f]` token grid (padded to a multiple of f)."""
+
+    architecture = "conv2d"
+    config_class = ConvTokenizerConfig
+
+    def __init__(self, config: ConvTokenizerConfig) -> None:
+        super().__init__(config)
+        self.encoder = Encoder2d(config)
+        self.decoder = Decoder2d(config)
+
+    def _pad(self, images: Tensor) -> Tensor:
+        f = self.config.downsample
+        h, w = images.shape[-2:]
+        pad_h, pad_w = -h % f, -w % f
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
+        return images
+
+    def _quantize(self, images: Tensor):
+        z = self.encoder(self._pad(images) * 2 - 1)
+        return self.quantizer(z.permute(0, 2, 3, 1))
+
+    def _to_pixels(self, z_q: Tensor, size: tuple[int, int]) -> Tensor:
+        out = (self.decoder(z_q.permute(0, 3, 1, 2)) + 1) / 2
+        return out[..., : size[0], : size[1]]
+
+    def forward(self, images: Tensor) -> dict[str, Any]:
+        out = self._quantize(images)
+        return {"recon": self._to_pixels(out.z_q, images.shape[-2:]), "quant_loss": out.loss,
+                "metrics": out.metrics, "indices": out.indices}
+
+    def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:
+        out = self._quantize(images)
+        shape = tuple(out.indices.shape[1:])  # (h, w), or (T,) for multi-scale quantizers
+        if self.quantizer.num_codebooks > 1:
+            shape = shape[:-1]
+        count = math.prod(shape)
+        if num_tokens is not None and num_tokens != count:
+            raise ValueError(f"num_tokens={num_tokens}: a conv2d tokenizer gives exactly "
+                             f"{count} tokens for this image size")
+        return Tokens(out.indices, shape, tuple(images.shape[-2:]), self.tokenizer_id, count)
+
+    def _decode(self, tokens: Tokens) -> Tensor:
+        return self._to_pixels(self.quantizer.decode(tokens.indices), tokens.image_size)

@@ -1,0 +1,114 @@
+"""Named tokenizer presets: tiny `test-*` ones for tests, CPU ones that train in minutes to
+hours here, and ones at the scale of the published models for GPU clusters."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig
+from vtok.models.conv2d import ConvTokenizerConfig
+from vtok.models.titok import TiTokConfig
+from vtok.registry import Registry
+
+PRESETS: Registry[Callable[[], TokenizerConfig]] = Registry("tokenizer preset")
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+@PRESETS.register("test-conv2d")
+def _test_conv2d() -> TokenizerConfig:
+    return ConvTokenizerConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, latent_dim=4,
+                               quantizer_options={"codebook_size": 16})
+
+
+@PRESETS.register("test-titok")
+def _test_titok() -> TokenizerConfig:
+    return TiTokConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2, decoder_width=32,
+                       decoder_depth=1, decoder_heads=2, num_latent_tokens=8, latent_dim=4,
+                       quantizer_options={"codebook_size": 16})
+
+
+@PRESETS.register("conv2d-f16-cpu")
+def _conv2d_f16_cpu() -> TokenizerConfig:
+    """x16 grid, 4096 codes: 256 tokens x 12 bits = 0.047 bpp at 256x256; trains on a CPU."""
+    return ConvTokenizerConfig(channels=32, channel_mult=(1, 2, 2, 4, 4), num_res_blocks=1,
+                               latent_dim=16,
+                               quantizer_options={"codebook_size": 4096, "codebook_dim": 16})
+
+
+@PRESETS.register("titok-cpu")
+def _titok_cpu() -> TokenizerConfig:
+    """Up to 64 ordered tokens of 12 bits for 128x128 images; trains on a CPU."""
+    return TiTokConfig(image_size=128, patch_size=8, width=192, depth=4, heads=4,
+                       decoder_width=192, decoder_depth=4, decoder_heads=4, num_latent_tokens=64,
+                       latent_dim=12, quantizer_options={"codebook_size": 4096})
+
+
+@PRESETS.register("vqgan-f16")
+def _vqgan_f16() -> TokenizerConfig:
+    """VQGAN-class x16 tokenizer for 256x256 ImageNet-style training on 8 GPUs (~70M params);
+    16,384 codes looked up in 8 dims with cosine distance (LlamaGen-style)."""
+    return ConvTokenizerConfig(channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
+                               attention=True, latent_dim=256,
+                               quantizer_options={"codebook_size": 16384, "codebook_dim": 8,
+                                                  "distance": "cosine"})
+
+
+@PRESETS.register("titok-s-128")
+def _titok_s_128() -> TokenizerConfig:
+    """TiTok-S-128-class 1D tokenizer for 256x256 images: 128 tokens, 4096 codes."""
+    return TiTokConfig(image_size=256, patch_size=16, width=512, depth=8, heads=8,
+                       decoder_width=512, decoder_depth=8, decoder_heads=8,
+                       num_latent_tokens=128, latent_dim=16,
+                       quantizer_options={"codebook_size": 4096})
+
+
+def preset_config(name: str, **overrides: Any) -> TokenizerConfig:
+    config = PRESETS.get(name)()
+    names = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"preset {name!r} has no field {', '.join(unknown)}; "
+                         f"its fields are: {', '.join(sorted(names))}")
+    return dataclasses.replace(config, **overrides)
+
+
+def architecture_of(config: TokenizerConfig) -> type[Tokenizer]:
+    for arch in ARCHITECTURES.names():
+        cls = ARCHITECTURES.get(arch)
+        if type(config) is cls.config_class:
+            return cls
+    raise ValueError(f"no tokenizer architecture takes a {type(config).__name__}")
+
+
+def create_tokenizer(name: str, **overrides: Any) -> Tokenizer:
+    """A freshly initialized tokenizer from a preset, e.g. `create_tokenizer("test-titok")`."""
+    config = preset_config(name, **overrides)
+    return architecture_of(config)(config)
+
+
+def list_pretrained() -> list[dict[str, Any]]:
+    """The trained tokenizers shipped inside the package, with their token counts."""
+    from vtok.models.base import read_config
+
+    found = []
+    for directory in sorted(PRETRAINED_DIR.glob("*/")):
+        if (directory / "config.json").exists():
+            arch, config = read_config(directory)
+            found.append({"name": directory.name, "architecture": arch, "path": str(directory),
+                          "config": config})
+    return found
+
+
+def load(name_or_dir: str | Path) -> Tokenizer:
+    """A shipped tokenizer by name, or any tokenizer directory (config.json + model.safetensors)."""
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return Tokenizer.from_pretrained(path)
+    shipped = {p["name"]: p["path"] for p in list_pretrained()}
+    if str(name_or_dir) in shipped:
+        return Tokenizer.from_pretrained(shipped[str(name_or_dir)])
+    raise ValueError(f"{name_or_dir!r} is neither a tokenizer directory nor a shipped tokenizer "
+                     f"(shipped: {', '.join(shipped) or 'none'})")

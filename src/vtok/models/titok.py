@@ -1,0 +1,146 @@
+"""1D transformer tokenizer (TiTok, Yu et al., 2024) with ordered, variable-length tokens.
+
+A ViT encoder reads the image patches together with K learned latent tokens; the latents'
+outputs are quantized into a 1D sequence of K tokens. The decoder reads mask tokens (one per
+patch) together with the first k quantized tokens and predicts the patches' pixels. Training
+with nested dropout of the tail tokens (FlexTok, Bachmann et al., 2025; One-D-Piece, Miwa et
+al., 2025) orders the tokens coarse to fine, so `encode(x, num_tokens=k)` works for any k <= K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens
+from vtok.nn import TransformerBlock
+
+
+@dataclass
+class TiTokConfig(TokenizerConfig):
+    image_size: int = 256  # native size; other sizes interpolate the patch position embedding
+    patch_size: int = 16
+    width: int = 256
+    depth: int = 4
+    heads: int = 4
+    decoder_width: int = 256
+    decoder_depth: int = 4
+    decoder_heads: int = 4
+    num_latent_tokens: int = 32
+    nested_dropout: float = 0.5  # share of training steps that keep a random prefix of tokens
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_size % self.patch_size:
+            raise ValueError(f"TiTokConfig.image_size ({self.image_size}) must be a multiple "
+                             f"of patch_size ({self.patch_size})")
+        if not 0 <= self.nested_dropout <= 1:
+            raise ValueError(f"TiTokConfig.nested_dropout must be in [0, 1], "
+                             f"got {self.nested_dropout!r}")
+
+
+def _grid_embedding(table: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Position table [1, g*g, C] for the native grid, resized to `grid` when it differs."""
+    side = int(round(table.shape[1] ** 0.5))
+    if grid == (side, side):
+        return table
+    img = table.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    img = F.interpolate(img, size=grid, mode="bicubic", align_corners=False)
+    return img.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
+
+
+@ARCHITECTURES.register("titok")
+class TiTokTokenizer(Tokenizer):
+    """Images -> `[B, k]` token sequence, k <= num_latent_tokens."""
+
+    architecture = "titok"
+    config_class = TiTokConfig
+
+    def __init__(self, config: TiTokConfig) -> None:
+        super().__init__(config)
+        c = config
+        p, side, k = c.patch_size, c.image_size // c.patch_size, c.num_latent_tokens
+        self.patch_embed = nn.Conv2d(3, c.width, p, stride=p)
+        self.patch_pos = nn.Parameter(torch.randn(1, side * side, c.width) * 0.02)
+        self.latents = nn.Parameter(torch.randn(1, k, c.width) * 0.02)
+        self.encoder = nn.ModuleList(TransformerBlock(c.width, c.heads) for _ in range(c.depth))
+        self.encoder_norm = nn.LayerNorm(c.width)
+        self.to_latent = nn.Linear(c.width, c.latent_dim)
+
+        self.from_latent = nn.Linear(c.latent_dim, c.decoder_width)
+        self.token_pos = nn.Parameter(torch.randn(1, k, c.decoder_width) * 0.02)
+        self.mask_token = nn.Parameter(torch.randn(1, 1, c.decoder_width) * 0.02)
+        self.mask_pos = nn.Parameter(torch.randn(1, side * side, c.decoder_width) * 0.02)
+        self.decoder = nn.ModuleList(
+            TransformerBlock(c.decoder_width, c.decoder_heads) for _ in range(c.decoder_depth))
+        self.decoder_norm = nn.LayerNorm(c.decoder_width)
+        self.to_pixels = nn.Linear(c.decoder_width, 3 * p * p)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.config.num_latent_tokens
+
+    def _pad(self, images: Tensor) -> Tensor:
+        p = self.config.patch_size
+        h, w = images.shape[-2:]
+        if h % p or w % p:
+            images = F.pad(images, (0, -w % p, 0, -h % p), mode="replicate")
+        return images
+
+    def _grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        p = self.config.patch_size
+        return (-(-size[0] // p), -(-size[1] // p))
+
+    def _quantize(self, images: Tensor):
+        x = self.patch_embed(self._pad(images) * 2 - 1)
+        grid = tuple(x.shape[-2:])
+        x = x.flatten(2).transpose(1, 2) + _grid_embedding(self.patch_pos, grid)
+        n = x.shape[1]
+        x = torch.cat([x, self.latents.expand(x.shape[0], -1, -1)], 1)
+        for block in self.encoder:
+            x = block(x)
+        latents = self.to_latent(self.encoder_norm(x[:, n:]))
+        return self.quantizer(latents)
+
+    def _to_pixels(self, z_q: Tensor, size: tuple[int, int]) -> Tensor:
+        c, (gh, gw) = self.config, self._grid(size)
+        b, k = z_q.shape[:2]
+        tokens = self.from_latent(z_q) + self.token_pos[:, :k]
+        masks = self.mask_token + _grid_embedding(self.mask_pos, (gh, gw))
+        x = torch.cat([masks.expand(b, -1, -1), tokens], 1)
+        for block in self.decoder:
+            x = block(x)
+        patches = self.to_pixels(self.decoder_norm(x[:, : gh * gw]))
+        p = c.patch_size
+        img = patches.view(b, gh, gw, 3, p, p).permute(0, 3, 1, 4, 2, 5)
+        img = img.reshape(b, 3, gh * p, gw * p)
+        return (img[..., : size[0], : size[1]] + 1) / 2
+
+    def _check_count(self, num_tokens: int | None) -> int:
+        k = self.max_tokens
+        if num_tokens is None:
+            return k
+        if not isinstance(num_tokens, int) or not 1 <= num_tokens <= k:
+            raise ValueError(f"num_tokens must be an integer in [1, {k}], got {num_tokens!r}")
+        return num_tokens
+
+    def forward(self, images: Tensor, num_tokens: int | None = None) -> dict[str, Any]:
+        out = self._quantize(images)
+        k = self._check_count(num_tokens)
+        if num_tokens is None and self.training and torch.rand(()) < self.config.nested_dropout:
+            k = int(torch.randint(1, self.max_tokens + 1, ()))  # keep a random prefix
+        recon = self._to_pixels(out.z_q[:, :k], tuple(images.shape[-2:]))
+        return {"recon": recon, "quant_loss": out.loss, "metrics": out.metrics,
+                "indices": out.indices[:, :k], "num_tokens": k}
+
+    def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:
+        k = self._check_count(num_tokens)
+        indices = self._quantize(images).indices[:, :k]
+        return Tokens(indices, (k,), tuple(images.shape[-2:]), self.tokenizer_id, k)
+
+    def _decode(self, tokens: Tokens) -> Tensor:
+        return self._to_pixels(self.quantizer.decode(tokens.indices), tokens.image_size)

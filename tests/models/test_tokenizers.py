@@ -1,0 +1,181 @@
+"""Contract tests looped over every tokenizer preset (tiny ones fully, big ones one step)."""
+
+import json
+
+import pytest
+import torch
+
+import vtok
+from vtok.models import (
+    PRESETS,
+    ConvTokenizer,
+    TiTokTokenizer,
+    Tokenizer,
+    create_tokenizer,
+    load,
+    preset_config,
+)
+
+TINY = [n for n in PRESETS.names() if n.startswith("test-")]
+
+
+def _images(b=2, h=32, w=32, seed=0):
+    return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_there_are_tiny_presets_for_every_architecture():
+    assert {type(create_tokenizer(n)).architecture for n in TINY} == {"conv2d", "titok"}
+
+
+@pytest.mark.parametrize("name", PRESETS.names())
+def test_every_preset_builds_and_trains_one_step_without_nan(name):
+    torch.manual_seed(0)
+    model = create_tokenizer(name).train()
+    x = _images(1 if not name.startswith("test-") else 2, 32, 32)
+    out = model(x)
+    assert out["recon"].shape == x.shape
+    assert {"recon", "quant_loss", "metrics", "indices"} <= set(out)
+    loss = (out["recon"] - x).abs().mean() + out["quant_loss"]
+    assert torch.isfinite(loss)
+    loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert no_grad == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("size", [(32, 32), (29, 45), (17, 8)])
+def test_encode_decode_keeps_odd_sizes(name, size):
+    model = create_tokenizer(name)
+    x = _images(2, *size)
+    tokens = model.encode(x)
+    assert tokens.image_size == size and tokens.indices.shape[0] == 2
+    y = model.decode(tokens)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_same_tokens_at_batch_1_and_batch_8(name):
+    model = create_tokenizer(name)
+    x = _images(8, 32, 32, seed=3)
+    batched = model.encode(x).indices
+    singles = torch.cat([model.encode(x[i : i + 1]).indices for i in range(8)])
+    assert torch.equal(batched, singles)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_save_and_load_round_trip(name, tmp_path):
+    torch.manual_seed(1)
+    model = create_tokenizer(name)
+    model.train()(_images())  # k-means init and one EMA step change the buffers
+    model.eval()
+    model.save_pretrained(tmp_path / "tok")
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["config.json",
+                                                                   "model.safetensors"]
+    again = load(tmp_path / "tok")
+    assert type(again) is type(model) and again.tokenizer_id == model.tokenizer_id
+    x = _images(seed=5)
+    a, b = model.encode(x), again.encode(x)
+    assert torch.equal(a.indices, b.indices)
+    assert torch.equal(model.decode(a), again.decode(b))
+
+
+def test_tokenizer_id_changes_with_the_weights():
+    model = create_tokenizer("test-conv2d")
+    first = model.tokenizer_id
+    assert first == model.tokenizer_id and len(first) == 16
+    with torch.no_grad():
+        model.decoder.layers[0].bias.add_(1)
+    model.train().eval()
+    assert model.tokenizer_id != first
+
+
+def test_decoding_with_another_tokenizer_is_refused():
+    a, b = create_tokenizer("test-conv2d"), create_tokenizer("test-conv2d", channels=4)
+    tokens = a.encode(_images())
+    with pytest.raises(ValueError, match=f"made by tokenizer {a.tokenizer_id}, "
+                                         f"this is tokenizer {b.tokenizer_id}"):
+        b.decode(tokens)
+
+
+def test_titok_variable_length_tokens():
+    model = create_tokenizer("test-titok")
+    x = _images()
+    full = model.encode(x)
+    assert full.indices.shape == (2, 8) and full.num_tokens == 8
+    for k in (1, 3, 8):
+        part = model.encode(x, num_tokens=k)
+        assert part.indices.shape == (2, k) and part.token_shape == (k,)
+        assert torch.equal(part.indices, full.indices[:, :k])  # prefixes of one sequence
+        assert model.decode(part).shape == x.shape
+    with pytest.raises(ValueError, match=r"num_tokens must be an integer in \[1, 8\], got 9"):
+        model.encode(x, num_tokens=9)
+
+
+def test_titok_nested_dropout_trains_on_random_prefixes():
+    torch.manual_seed(0)
+    model = create_tokenizer("test-titok", nested_dropout=1.0).train()
+    counts = {model(_images())["num_tokens"] for _ in range(30)}
+    assert len(counts) > 3 and max(counts) <= 8
+
+
+def test_encode_leaves_the_model_state_alone():
+    model = create_tokenizer("test-conv2d").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.encode(_images())
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_loading_another_architecture_is_refused(tmp_path):
+    create_tokenizer("test-titok").save_pretrained(tmp_path / "titok")
+    with pytest.raises(ValueError, match="holds a 'titok' tokenizer, not 'conv2d'"):
+        ConvTokenizer.from_pretrained(tmp_path / "titok")
+    assert isinstance(Tokenizer.from_pretrained(tmp_path / "titok"), TiTokTokenizer)
+
+
+def test_weights_that_do_not_fit_are_refused(tmp_path):
+    create_tokenizer("test-conv2d", channels=4).save_pretrained(tmp_path / "small")
+    config = json.loads((tmp_path / "small" / "config.json").read_text())
+    config["config"]["channels"] = 8
+    (tmp_path / "small" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="weights do not fit this conv2d tokenizer"):
+        load(tmp_path / "small")
+
+
+def test_only_safetensors_are_read(tmp_path):
+    model = create_tokenizer("test-conv2d")
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "m" / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="no weights file"):
+        load(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load(tmp_path / "m")
+
+
+def test_bad_configs_name_the_field():
+    with pytest.raises(ValueError, match="ConvTokenizerConfig.channels must be an integer >= 1"):
+        create_tokenizer("test-conv2d", channels=0)
+    with pytest.raises(ValueError, match="preset 'test-titok' has no field colour"):
+        preset_config("test-titok", colour=3)
+    with pytest.raises(ValueError, match="must be a multiple of patch_size"):
+        create_tokenizer("test-titok", image_size=30)
+    with pytest.raises(ValueError, match="unknown tokenizer preset 'nope'"):
+        create_tokenizer("nope")
+    with pytest.raises(ValueError, match="neither a tokenizer directory nor a shipped tokenizer"):
+        load("no-such-model")
+
+
+def test_bad_images_are_refused():
+    model = create_tokenizer("test-conv2d")
+    with pytest.raises(ValueError, match=r"images must be a float tensor \[B, 3, H, W\]"):
+        model.encode(torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="images must be floating point"):
+        model.encode(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+
+
+def test_top_level_api():
+    assert vtok.create_tokenizer("test-titok").codebook_size == 16
+    assert isinstance(vtok.list_pretrained(), list)
