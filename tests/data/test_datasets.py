@@ -15,18 +15,20 @@ def _photo(path, w=50, h=40, seed=0):
     return path
 
 
-def test_crops_are_deterministic_per_seed_epoch_and_index(tmp_path):
+def test_crops_are_deterministic_per_seed_and_index(tmp_path):
     items = image_items([_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png", seed=1)])
-    data = RandomCrops(items, size=16, length=10, seed=3)
-    again = RandomCrops(items, size=16, length=10, seed=3)
+    data = RandomCrops(items, size=16, seed=3)
+    again = RandomCrops(items, size=16, seed=3)
+    assert len(data) == 2
     assert all(torch.equal(data[i], again[i]) for i in range(10))
     assert data[0].shape == (3, 16, 16)
-    data.set_epoch(1)
-    assert not all(torch.equal(data[i], again[i]) for i in range(10))
+    assert not torch.equal(data[0], data[2])  # same image, another crop
+    other = RandomCrops(items, size=16, seed=4)
+    assert not all(torch.equal(data[i], other[i]) for i in range(10))
 
 
 def test_small_images_are_upscaled_to_the_crop_size(tmp_path):
-    data = RandomCrops(image_items(_photo(tmp_path / "s.png", w=12, h=8)), size=32, length=2)
+    data = RandomCrops(image_items(_photo(tmp_path / "s.png", w=12, h=8)), size=32)
     assert data[0].shape == (3, 32, 32)
     assert data[0].min() >= 0 and data[0].max() <= 1
 
@@ -34,7 +36,7 @@ def test_small_images_are_upscaled_to_the_crop_size(tmp_path):
 def test_unreadable_images_are_skipped_with_a_warning_and_counted(tmp_path):
     good = _photo(tmp_path / "good.png")
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    data = RandomCrops(image_items(tmp_path), size=8, length=4)
+    data = RandomCrops(image_items(tmp_path), size=8)
     with pytest.warns(UserWarning, match="bad.png"):
         crops = [data[i] for i in range(4)]
     assert all(c.shape == (3, 8, 8) for c in crops)
@@ -44,7 +46,7 @@ def test_unreadable_images_are_skipped_with_a_warning_and_counted(tmp_path):
 
 def test_all_images_unreadable_is_an_error(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"x")
-    data = RandomCrops(image_items(tmp_path), size=8, length=1)
+    data = RandomCrops(image_items(tmp_path), size=8)
     with pytest.warns(UserWarning), pytest.raises(ImageReadError, match="none of the 1 images"):
         data[0]
 

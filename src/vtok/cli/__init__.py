@@ -7,12 +7,13 @@ import sys
 from collections.abc import Sequence
 
 import vtok
-from vtok.cli import data_cmd, list_cmd
+from vtok.cli import data_cmd, list_cmd, train_cmd
 
 # name -> module with `add_arguments(parser)` and `run(args) -> int`
 COMMANDS = {
     "data": data_cmd,
     "list": list_cmd,
+    "train": train_cmd,
 }
 
 
@@ -31,10 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None and not extra:
         parser.print_help()
         return 0
+    if extra and not getattr(COMMANDS.get(args.command), "TAKES_OVERRIDES", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     return COMMANDS[args.command].run(args)
 
 

@@ -98,28 +98,25 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class RandomCrops(Dataset):
-    """`length` random `size`x`size` crops (with random horizontal flips) per epoch.
+    """Random `size`x`size` crops with random horizontal flips, indexed by any integer i >= 0.
 
-    Item i of epoch e is always the same crop of image i mod N for a given seed, so a resumed
-    run sees exactly the data the uninterrupted run would have. Decoded images are kept in
-    memory as uint8 when `cache` is set (the default for up to 2,000 images).
+    Item i is always the same crop of image i mod N for a given seed, so a training run that
+    asks for items by global sample number sees exactly the same data after a resume. Decoded
+    images are kept in memory as uint8 when `cache` is set (the default up to 2,000 images).
+    `len()` is the number of images (one pass).
     """
 
-    def __init__(self, items: Sequence[ImageItem], size: int, length: int, seed: int = 0,
-                 flip: bool = True, cache: bool | None = None) -> None:
+    def __init__(self, items: Sequence[ImageItem], size: int, seed: int = 0, flip: bool = True,
+                 cache: bool | None = None) -> None:
         if not items:
             raise ValueError("RandomCrops needs at least one image")
-        self.items, self.size, self.length = list(items), size, length
-        self.seed, self.flip, self.epoch = seed, flip, 0
+        self.items, self.size, self.seed, self.flip = list(items), size, seed, flip
         self.cache = len(self.items) <= 2000 if cache is None else cache
         self._decoded: dict[int, torch.Tensor] = {}
         self.skipped: dict[str, str] = {}
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
-        return self.length
+        return len(self.items)
 
     def _image(self, index: int) -> torch.Tensor | None:
         if index in self._decoded:
@@ -146,7 +143,7 @@ class RandomCrops(Dataset):
                 break
         else:
             raise ImageReadError(f"none of the {n} images could be read")
-        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & ((1 << 62) - 1))
+        gen = torch.Generator().manual_seed(hash((self.seed, i)) & ((1 << 62) - 1))
         h, w = image.shape[-2:]
         top = int(torch.randint(h - self.size + 1, (1,), generator=gen))
         left = int(torch.randint(w - self.size + 1, (1,), generator=gen))

@@ -101,6 +101,10 @@ class Tokenizer(nn.Module):
         """Training path: {"recon": [B,3,H,W], "quant_loss": scalar, "metrics": {...}, ...}."""
         raise NotImplementedError
 
+    def last_layer(self) -> Tensor:  # pragma: no cover
+        """Weight of the decoder's output layer (for the adaptive GAN weight)."""
+        raise NotImplementedError
+
     def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:  # pragma: no cover
         raise NotImplementedError
 

@@ -111,6 +111,9 @@ class ConvTokenizer(Tokenizer):
         return {"recon": self._to_pixels(out.z_q, images.shape[-2:]), "quant_loss": out.loss,
                 "metrics": out.metrics, "indices": out.indices}
 
+    def last_layer(self) -> Tensor:
+        return self.decoder.layers[-1].weight
+
     def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:
         out = self._quantize(images)
         shape = tuple(out.indices.shape[1:])  # (h, w), or (T,) for multi-scale quantizers

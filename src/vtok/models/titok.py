@@ -137,6 +137,9 @@ class TiTokTokenizer(Tokenizer):
         return {"recon": recon, "quant_loss": out.loss, "metrics": out.metrics,
                 "indices": out.indices[:, :k], "num_tokens": k}
 
+    def last_layer(self) -> Tensor:
+        return self.to_pixels.weight
+
     def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:
         k = self._check_count(num_tokens)
         indices = self._quantize(images).indices[:, :k]

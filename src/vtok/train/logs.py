@@ -1,0 +1,60 @@
+"""Run logs: a CSV of metrics, TensorBoard scalars when tensorboard is installed, image grids."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class RunLog:
+    """Appends rows to `log.csv` (columns fixed by the first row) and mirrors to TensorBoard."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "log.csv"
+        self.columns: list[str] | None = None
+        if self.path.exists():
+            with open(self.path) as f:
+                self.columns = next(csv.reader(f), None)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:  # tensorboard is optional
+            self.tb = None
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        row = {"step": step, **values}
+        if self.columns is None:
+            self.columns = list(row)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([_fmt(row.get(c, "")) for c in self.columns])
+        if self.tb is not None:
+            for key, value in values.items():
+                self.tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def save_grid(path: Path, originals: torch.Tensor, recons: torch.Tensor, count: int = 8) -> None:
+    """Originals on the top row, reconstructions below, written atomically as PNG."""
+    n = min(count, originals.shape[0])
+    rows = [torch.cat(list(t[:n].detach().float().clamp(0, 1).cpu()), dim=2)
+            for t in (originals, recons)]
+    grid = torch.cat(rows, dim=1)
+    pixels = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    Image.fromarray(pixels).save(tmp)
+    tmp.replace(path)

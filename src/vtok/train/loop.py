@@ -1,0 +1,308 @@
+"""The tokenizer training loop: plain functions over a `TrainConfig`, readable top to bottom.
+
+Runs as one process or under torchrun (DDP; gloo on CPU, nccl on GPU). Only rank 0 writes.
+Item i of step s on rank r is sample number (s * world + r) * batch + i of the crop stream,
+so `resume` continues exactly where an interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from vtok.data.datasets import RandomCrops, image_items
+from vtok.data.photos import photo_paths
+from vtok.losses.gan import LeCam, PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
+from vtok.losses.perceptual import LPIPS
+from vtok.models import Tokenizer, create_tokenizer
+from vtok.train import checkpoint as ckpt
+from vtok.train.config import TrainConfig
+from vtok.train.distributed import Context, any_true, mean_over_ranks, setup, teardown
+from vtok.train.logs import RunLog, save_grid
+
+# fields that may differ when resuming (they do not change what the run computes)
+RESUME_MAY_CHANGE = {"steps", "stop_at", "progress", "log_every", "sample_every",
+                     "checkpoint_every", "keep_checkpoints", "workers"}
+
+
+class StepBatches:
+    """Batch sampler: the sample numbers each step reads on this rank."""
+
+    def __init__(self, start: int, stop: int, batch: int, ctx: Context) -> None:
+        self.start, self.stop, self.batch, self.ctx = start, stop, batch, ctx
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            base = (step * self.ctx.world + self.ctx.rank) * self.batch
+            yield list(range(base, base + self.batch))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to min_lr_ratio at the last step."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    span = max(1, config.steps - config.warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - config.warmup) / span)))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def training_items(config: TrainConfig):
+    return image_items(config.data if config.data else photo_paths("train"))
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    ctx = setup()
+    try:
+        return _train(config, resume, ctx)
+    finally:
+        teardown(ctx)
+
+
+def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
+    run_dir, device = Path(config.out), ctx.device
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt.latest_checkpoint(ckpt_dir)
+    if last is not None and not resume:
+        raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue it "
+                         f"or choose another --out")
+    if resume and last is None:
+        raise ValueError(f"{run_dir}: nothing to resume (no checkpoint in {ckpt_dir})")
+    tensors, meta = ckpt.load_checkpoint(last) if resume else ({}, {})
+    if resume:
+        _check_same_run(TrainConfig.from_dict(meta["config"]), config)
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    model = create_tokenizer(config.preset, **config.model).to(device).train()
+    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
+    disc = lecam = None
+    if config.gan_weight > 0:
+        disc = PatchDiscriminator(config.disc_channels, config.disc_layers).to(device)
+        lecam = LeCam().to(device)
+    lpips = LPIPS(config.lpips_net).to(device) if config.lpips_weight > 0 else None
+    opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
+                            betas=(config.beta1, config.beta2))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))
+    dopt = (torch.optim.AdamW(disc.parameters(), lr=config.disc_lr, betas=(0.5, 0.9))
+            if disc is not None else None)
+    modules = {"model": model, "ema": ema, "disc": disc, "lecam": lecam}
+    optimizers = {"opt": opt, "dopt": dopt}
+
+    start, skipped_steps = 0, 0
+    if resume:
+        for name, module in modules.items():
+            if module is not None:
+                module.load_state_dict(ckpt.module_state(tensors, name))
+        for name, optim in optimizers.items():
+            if optim is not None:
+                ckpt.restore_optimizer(optim, name, tensors, meta)
+        sched.load_state_dict(meta["scheduler"])
+        start, skipped_steps = meta["step"], meta["skipped_steps"]
+        ckpt.restore_rng(ckpt.module_state(tensors, f"rng.{ctx.rank}"))
+    else:
+        torch.manual_seed(config.seed + ctx.rank)
+    del tensors
+
+    net: nn.Module = model
+    dnet: nn.Module | None = disc
+    if ctx.world > 1:
+        # codebook buffers are synced by the quantizers themselves (vtok.quant.dist)
+        net = DistributedDataParallel(model, broadcast_buffers=False)
+        dnet = DistributedDataParallel(disc, broadcast_buffers=False) if disc else None
+
+    dataset = RandomCrops(training_items(config), config.crop_size, seed=config.seed)
+    stop = config.stop_at or config.steps
+    # its own generator: creating the iterator must not draw from the global RNG stream,
+    # which a resumed run has just restored
+    loader = DataLoader(dataset, batch_sampler=StepBatches(start, stop, config.batch_size, ctx),
+                        num_workers=config.workers, generator=torch.Generator())
+    if ctx.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "config.json", {"train": config.to_dict(),
+                                              "model": model.config.to_dict(),
+                                              "architecture": model.architecture,
+                                              "world_size": ctx.world})
+    log = RunLog(run_dir) if ctx.main else None
+    bar = _progress(ctx, config, start, stop)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=config.bf16 if config.bf16 is not None
+                              else device.type == "cuda")
+    started, window = time.perf_counter(), []
+
+    for step, x in zip(range(start, stop), loader):
+        x = x.to(device, non_blocking=True)
+        gan_on = disc is not None and step >= config.gan_start
+        with autocast:
+            out = net(x)
+            recon = out["recon"].float()
+            terms = {"l1": (recon - x).abs().mean(), "l2": (recon - x).pow(2).mean()}
+            rec = config.l1_weight * terms["l1"] + config.l2_weight * terms["l2"]
+            if lpips is not None:
+                terms["lpips"] = lpips(recon, x).mean()
+                rec = rec + config.lpips_weight * terms["lpips"]
+            terms["quant"] = out["quant_loss"]
+            total = rec + out["quant_loss"]
+            if disc is not None:  # logged from the start so the CSV keeps one set of columns
+                terms["gan_g"] = terms["gan_d"] = torch.zeros((), device=device)
+            if gan_on:
+                disc.requires_grad_(False)  # the generator step must not train the critic
+                terms["gan_g"] = hinge_g_loss(disc(recon))
+                weight = adaptive_weight(rec, terms["gan_g"], model.last_layer())
+                total = total + config.gan_weight * weight * terms["gan_g"]
+                disc.requires_grad_(True)
+        if any_true(not bool(torch.isfinite(total)), ctx):
+            skipped_steps += 1
+            _warn_skip(step, terms, ctx)
+            sched.step()
+            continue
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or 1e12)
+        if any_true(not bool(torch.isfinite(grad_norm)), ctx):
+            skipped_steps += 1
+            _warn_skip(step, {"grad_norm": grad_norm}, ctx)
+            opt.zero_grad(set_to_none=True)
+        else:
+            opt.step()
+        sched.step()
+        if ema is not None:
+            _update_ema(ema, model, config.ema_decay)
+        if gan_on:
+            with autocast:
+                real, fake = dnet(x), dnet(recon.detach())
+                terms["gan_d"] = hinge_d_loss(real, fake)
+                d_loss = terms["gan_d"] + config.lecam_weight * lecam(real, fake)
+            dopt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            dopt.step()
+
+        done = step + 1
+        window.append(_scalars(terms, out["metrics"], recon, x, sched.get_last_lr()[0]))
+        if done % config.log_every == 0 or done == stop:
+            values = mean_over_ranks(_mean(window), ctx)
+            window = []
+            if log is not None:
+                log.write(done, {**values, "seconds": time.perf_counter() - started,
+                                 "skipped_steps": float(skipped_steps)})
+            if bar is not None:
+                bar.set_postfix(loss=f"{values['loss']:.4f}", usage=f"{values['usage']:.2f}",
+                                psnr=f"{values['psnr']:.2f}")
+        if ctx.main and done % config.sample_every == 0:
+            save_grid(run_dir / "samples" / f"step-{done:07d}.png", x, recon)
+        if done % config.checkpoint_every == 0 or done == stop:
+            _checkpoint(ckpt_dir, done, modules, optimizers, sched, config, skipped_steps, ctx)
+        if bar is not None:
+            bar.update(1)
+
+    if bar is not None:
+        bar.close()
+    summary = {"steps_done": stop, "steps": config.steps, "skipped_steps": skipped_steps,
+               "skipped_images": dataset.skipped, "world_size": ctx.world,
+               "seconds": time.perf_counter() - started}
+    if ctx.main:
+        if stop == config.steps:
+            (ema or model).eval().save_pretrained(run_dir / "model")
+        _write_json(run_dir / "summary.json", summary)
+        log.close()
+        if dataset.skipped:
+            print(f"skipped {len(dataset.skipped)} unreadable images: "
+                  + ", ".join(dataset.skipped))
+    return summary
+
+
+def _check_same_run(saved: TrainConfig, now: TrainConfig) -> None:
+    differ = sorted(k for k, v in saved.to_dict().items()
+                    if k not in RESUME_MAY_CHANGE and now.to_dict()[k] != v)
+    if differ:
+        raise ValueError(f"cannot resume with a different {', '.join(differ)} "
+                         f"(the checkpoint was made with other values)")
+
+
+@torch.no_grad()
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)  # codebooks, EMA statistics, counters: take the live values
+
+
+def _scalars(terms: dict[str, Tensor], metrics: dict[str, float], recon: Tensor, x: Tensor,
+             lr: float) -> dict[str, float]:
+    with torch.no_grad():
+        mse = (recon.clamp(0, 1) - x).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+        psnr = (10 * torch.log10(1 / mse)).mean().item()
+    values = {k: float(v.detach()) for k, v in terms.items()}
+    values["loss"] = sum(values[k] for k in ("l1", "lpips") if k in values)
+    values.update(psnr=psnr, lr=lr, usage=metrics.get("usage", 0.0),
+                  perplexity=metrics.get("perplexity", 0.0),
+                  dead_fraction=metrics.get("dead_fraction", 0.0))
+    return values
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = set().union(*rows)
+    return {k: sum(r.get(k, 0.0) for r in rows) / len(rows) for k in sorted(keys)}
+
+
+def _checkpoint(directory: Path, step: int, modules: dict[str, nn.Module | None],
+                optimizers: dict[str, torch.optim.Optimizer | None], sched, config: TrainConfig,
+                skipped_steps: int, ctx: Context) -> None:
+    rng = [ckpt.rng_state()]
+    if ctx.world > 1:
+        rng = [None] * ctx.world
+        dist.all_gather_object(rng, ckpt.rng_state())
+    if ctx.main:
+        states = {k: m.state_dict() for k, m in modules.items() if m is not None}
+        for rank, state in enumerate(rng):
+            states[f"rng.{rank}"] = state
+        ckpt.save_checkpoint(
+            directory, step, states, {k: o for k, o in optimizers.items() if o is not None},
+            {"config": config.to_dict(), "scheduler": sched.state_dict(),
+             "skipped_steps": skipped_steps}, keep=config.keep_checkpoints)
+    if ctx.world > 1:
+        dist.barrier()
+
+
+def _warn_skip(step: int, terms: dict[str, Tensor], ctx: Context) -> None:
+    if ctx.main:
+        shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        warnings.warn(f"step {step + 1}: non-finite loss or gradient ({shown}); step skipped",
+                      stacklevel=2)
+
+
+def _progress(ctx: Context, config: TrainConfig, start: int, stop: int):
+    if not (ctx.main and config.progress):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=stop - start, initial=0, desc=f"train {config.preset}", unit="step")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def load_run_model(run_dir: str | Path) -> Tokenizer:
+    """The exported model of a finished run."""
+    return Tokenizer.from_pretrained(Path(run_dir) / "model")
