@@ -30,12 +30,11 @@ def _test_titok() -> TokenizerConfig:
                        quantizer_options={"codebook_size": 16})
 
 
-@PRESETS.register("conv2d-f16-cpu")
-def _conv2d_f16_cpu() -> TokenizerConfig:
-    """x16 grid, 4096 codes: 256 tokens x 12 bits = 0.047 bpp at 256x256; trains on a CPU."""
-    return ConvTokenizerConfig(channels=32, channel_mult=(1, 2, 2, 4, 4), num_res_blocks=1,
-                               latent_dim=16,
-                               quantizer_options={"codebook_size": 4096, "codebook_dim": 16})
+@PRESETS.register("conv2d-f8-cpu")
+def _conv2d_f8_cpu() -> TokenizerConfig:
+    """x8 grid, 128 codes: 1024 tokens x 7 bits = 0.109 bpp at 256x256; trains on a CPU."""
+    return ConvTokenizerConfig(channels=16, channel_mult=(1, 2, 4, 8), num_res_blocks=1,
+                               latent_dim=8, quantizer_options={"codebook_size": 128})
 
 
 @PRESETS.register("titok-cpu")

@@ -12,7 +12,7 @@ from typing import Any
 class TrainConfig:
     """Everything a tokenizer training run depends on (the model comes from a preset)."""
 
-    preset: str = "conv2d-f16-cpu"
+    preset: str = "conv2d-f8-cpu"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's fields
     data: str | None = None  # folder / tar shards; None = the default photos' train split
     out: str = "runs/tokenizer"

@@ -304,5 +304,18 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def load_run_model(run_dir: str | Path) -> Tokenizer:
-    """The exported model of a finished run."""
-    return Tokenizer.from_pretrained(Path(run_dir) / "model")
+    """The exported model of a finished run, else the EMA (or raw) weights of its latest
+    checkpoint, so a run can be evaluated while it trains."""
+    run_dir = Path(run_dir)
+    if (run_dir / "model").is_dir():
+        return Tokenizer.from_pretrained(run_dir / "model")
+    last = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if last is None:
+        raise ValueError(f"{run_dir}: no exported model and no checkpoint")
+    info = json.loads((run_dir / "config.json").read_text())
+    config = TrainConfig.from_dict(info["train"])
+    model = create_tokenizer(config.preset, **config.model)
+    tensors, _ = ckpt.load_checkpoint(last)
+    state = ckpt.module_state(tensors, "ema") or ckpt.module_state(tensors, "model")
+    model.load_state_dict(state)
+    return model.eval()
