@@ -54,6 +54,7 @@ def test_a_finished_run_exports_a_loadable_model_and_logs(photo_dir, tmp_path):
         "step-0000010.png", "step-0000020.png"]
     header = (tmp_path / "r" / "log.csv").read_text().splitlines()[0].split(",")
     assert {"l1", "lpips", "psnr", "usage", "perplexity", "dead_fraction", "lr"} <= set(header)
+    assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_non_finite_steps_are_skipped_and_reported(photo_dir, tmp_path, monkeypatch):
