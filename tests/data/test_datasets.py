@@ -27,6 +27,19 @@ def test_crops_are_deterministic_per_seed_and_index(tmp_path):
     assert not all(torch.equal(data[i], other[i]) for i in range(10))
 
 
+def test_scale_augmentation_zooms_out_and_keeps_the_crop_size(tmp_path):
+    items = image_items(_photo(tmp_path / "a.png", w=80, h=60))
+    plain = RandomCrops(items, size=16, seed=1)
+    zoomed = RandomCrops(items, size=16, seed=1, min_scale=0.25)
+    crops = [zoomed[i] for i in range(6)]
+    assert all(c.shape == (3, 16, 16) for c in crops)
+    # a downscaled crop of noise is smoother than a plain crop of it
+    rough = lambda c: (c[:, :, 1:] - c[:, :, :-1]).abs().mean()
+    assert sum(map(rough, crops)) < sum(rough(plain[i]) for i in range(6))
+    with pytest.raises(ValueError, match=r"min_scale must be in \(0, 1\], got 0"):
+        RandomCrops(items, size=16, min_scale=0)
+
+
 def test_small_images_are_upscaled_to_the_crop_size(tmp_path):
     data = RandomCrops(image_items(_photo(tmp_path / "s.png", w=12, h=8)), size=32)
     assert data[0].shape == (3, 32, 32)

@@ -107,10 +107,13 @@ class RandomCrops(Dataset):
     """
 
     def __init__(self, items: Sequence[ImageItem], size: int, seed: int = 0, flip: bool = True,
-                 cache: bool | None = None) -> None:
+                 cache: bool | None = None, min_scale: float = 1.0) -> None:
         if not items:
             raise ValueError("RandomCrops needs at least one image")
+        if not 0 < min_scale <= 1:
+            raise ValueError(f"min_scale must be in (0, 1], got {min_scale!r}")
         self.items, self.size, self.seed, self.flip = list(items), size, seed, flip
+        self.min_scale = min_scale  # crops may cover up to size/min_scale pixels, downscaled
         self.cache = len(self.items) <= 2000 if cache is None else cache
         self._decoded: dict[int, torch.Tensor] = {}
         self.skipped: dict[str, str] = {}
@@ -145,9 +148,14 @@ class RandomCrops(Dataset):
             raise ImageReadError(f"none of the {n} images could be read")
         gen = torch.Generator().manual_seed(hash((self.seed, i)) & ((1 << 62) - 1))
         h, w = image.shape[-2:]
-        top = int(torch.randint(h - self.size + 1, (1,), generator=gen))
-        left = int(torch.randint(w - self.size + 1, (1,), generator=gen))
-        crop = image[:, top : top + self.size, left : left + self.size]
+        scale = 1.0 - float(torch.rand((), generator=gen)) * (1.0 - self.min_scale)
+        side = min(h, w, round(self.size / scale))
+        top = int(torch.randint(h - side + 1, (1,), generator=gen))
+        left = int(torch.randint(w - side + 1, (1,), generator=gen))
+        crop = image[:, top : top + side, left : left + side]
+        if side != self.size:
+            crop = F.interpolate(crop[None], size=(self.size, self.size), mode="bilinear",
+                                 antialias=True, align_corners=False)[0].clamp(0, 1)
         if self.flip and bool(torch.rand((), generator=gen) < 0.5):
             crop = crop.flip(-1)
         return crop.contiguous()

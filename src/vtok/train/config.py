@@ -20,6 +20,7 @@ class TrainConfig:
     stop_at: int | None = None  # end this invocation early (the schedule still spans `steps`)
     batch_size: int = 8  # per process
     crop_size: int = 128
+    min_scale: float = 1.0  # random zoom-out: crops cover up to crop_size/min_scale pixels
     lr: float = 2e-4
     min_lr_ratio: float = 0.1
     warmup: int = 100
@@ -71,6 +72,9 @@ class TrainConfig:
         if not isinstance(self.min_lr_ratio, (int, float)) or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"TrainConfig.min_lr_ratio must be a number in [0, 1], "
                              f"got {self.min_lr_ratio!r}")
+        if not isinstance(self.min_scale, (int, float)) or not 0 < self.min_scale <= 1:
+            raise ValueError(f"TrainConfig.min_scale must be a number in (0, 1], "
+                             f"got {self.min_scale!r}")
         if self.lpips_net not in ("alex", "vgg"):
             raise ValueError(f"TrainConfig.lpips_net must be 'alex' or 'vgg', "
                              f"got {self.lpips_net!r}")

@@ -129,7 +129,8 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
         net = DistributedDataParallel(model, broadcast_buffers=False)
         dnet = DistributedDataParallel(disc, broadcast_buffers=False) if disc else None
 
-    dataset = RandomCrops(training_items(config), config.crop_size, seed=config.seed)
+    dataset = RandomCrops(training_items(config), config.crop_size, seed=config.seed,
+                          min_scale=config.min_scale)
     stop = config.stop_at or config.steps
     # its own generator: creating the iterator must not draw from the global RNG stream,
     # which a resumed run has just restored
@@ -185,7 +186,8 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
             opt.step()
         sched.step()
         if ema is not None:
-            _update_ema(ema, model, config.ema_decay)
+            # early on the average would be dominated by the random initial weights
+            _update_ema(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
         if gan_on:
             with autocast:
                 real, fake = dnet(x), dnet(recon.detach())
