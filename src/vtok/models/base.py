@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 import vtok
+from vtok.files import atomic_write, atomic_write_text
 from vtok.quant import Quantizer, create_quantizer
 from vtok.registry import Registry
 
@@ -158,9 +158,8 @@ class Tokenizer(nn.Module):
         config = {"architecture": self.architecture, "vtok_version": vtok.__version__,
                   "config": self.config.to_dict()}
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p))
-        _atomic_write(directory / CONFIG_FILE,
-                      lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+        atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         return directory
 
     @classmethod
@@ -201,15 +200,6 @@ def read_config(directory: Path) -> tuple[str, dict[str, Any]]:
         return data["architecture"], data["config"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: malformed tokenizer config ({err})") from None
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def check_images(images: Tensor) -> None:

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vtok.files import atomic_write
+
 
 class RunLog:
     """Appends rows to `log.csv` (columns fixed by the first row) and mirrors to TensorBoard."""
@@ -55,6 +57,4 @@ def save_grid(path: Path, originals: torch.Tensor, recons: torch.Tensor, count: 
     grid = torch.cat(rows, dim=1)
     pixels = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(pixels).save(tmp)
-    tmp.replace(path)
+    atomic_write(path, Image.fromarray(pixels).save)

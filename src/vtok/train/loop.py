@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from vtok.data.datasets import RandomCrops, image_items
 from vtok.data.photos import photo_paths
+from vtok.files import atomic_write_text
 from vtok.losses.gan import LeCam, PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
 from vtok.losses.perceptual import LPIPS
 from vtok.models import Tokenizer, create_tokenizer
@@ -300,9 +301,7 @@ def _progress(ctx: Context, config: TrainConfig, start: int, stop: int):
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def load_run_model(run_dir: str | Path) -> Tokenizer:
