@@ -202,6 +202,16 @@ def read_config(directory: Path) -> tuple[str, dict[str, Any]]:
         raise ValueError(f"{path}: malformed tokenizer config ({err})") from None
 
 
+def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
+    """Pad `[B, C, H, W]` at the bottom and right (edge pixels repeated) to multiples of `multiple`;
+    decoders crop back to the original size."""
+    h, w = images.shape[-2:]
+    if h % multiple or w % multiple:
+        images = torch.nn.functional.pad(images, (0, -w % multiple, 0, -h % multiple),
+                                         mode="replicate")
+    return images
+
+
 def check_images(images: Tensor) -> None:
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__

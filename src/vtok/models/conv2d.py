@@ -6,10 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens
+from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens, pad_to_multiple
 from vtok.nn import AttentionBlock2d, Downsample, ResBlock, Upsample, group_norm
 
 
@@ -90,16 +89,8 @@ class ConvTokenizer(Tokenizer):
         self.encoder = Encoder2d(config)
         self.decoder = Decoder2d(config)
 
-    def _pad(self, images: Tensor) -> Tensor:
-        f = self.config.downsample
-        h, w = images.shape[-2:]
-        pad_h, pad_w = -h % f, -w % f
-        if pad_h or pad_w:
-            images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
-        return images
-
     def _quantize(self, images: Tensor):
-        z = self.encoder(self._pad(images) * 2 - 1)
+        z = self.encoder(pad_to_multiple(images, self.config.downsample) * 2 - 1)
         return self.quantizer(z.permute(0, 2, 3, 1))
 
     def _to_pixels(self, z_q: Tensor, size: tuple[int, int]) -> Tensor:

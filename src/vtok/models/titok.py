@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens
+from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens, pad_to_multiple
 from vtok.nn import TransformerBlock
 
 
@@ -84,19 +84,12 @@ class TiTokTokenizer(Tokenizer):
     def max_tokens(self) -> int:
         return self.config.num_latent_tokens
 
-    def _pad(self, images: Tensor) -> Tensor:
-        p = self.config.patch_size
-        h, w = images.shape[-2:]
-        if h % p or w % p:
-            images = F.pad(images, (0, -w % p, 0, -h % p), mode="replicate")
-        return images
-
     def _grid(self, size: tuple[int, int]) -> tuple[int, int]:
         p = self.config.patch_size
         return (-(-size[0] // p), -(-size[1] // p))
 
     def _quantize(self, images: Tensor):
-        x = self.patch_embed(self._pad(images) * 2 - 1)
+        x = self.patch_embed(pad_to_multiple(images, self.config.patch_size) * 2 - 1)
         grid = tuple(x.shape[-2:])
         x = x.flatten(2).transpose(1, 2) + _grid_embedding(self.patch_pos, grid)
         n = x.shape[1]
