@@ -122,8 +122,9 @@ class RandomCrops(Dataset):
         return len(self.items)
 
     def _image(self, index: int) -> torch.Tensor | None:
+        """The image as float in [0, 1], or as uint8 when cached (converted after cropping)."""
         if index in self._decoded:
-            return self._decoded[index].float() / 255
+            return self._decoded[index]
         item = self.items[index]
         if item.name in self.skipped:
             return None
@@ -135,7 +136,7 @@ class RandomCrops(Dataset):
             return None
         if self.cache:
             self._decoded[index] = (image * 255).round().to(torch.uint8)
-            return self._decoded[index].float() / 255
+            return self._decoded[index]
         return image
 
     def __getitem__(self, i: int) -> torch.Tensor:
@@ -153,6 +154,8 @@ class RandomCrops(Dataset):
         top = int(torch.randint(h - side + 1, (1,), generator=gen))
         left = int(torch.randint(w - side + 1, (1,), generator=gen))
         crop = image[:, top : top + side, left : left + side]
+        if crop.dtype == torch.uint8:
+            crop = crop.float() / 255
         if side != self.size:
             crop = F.interpolate(crop[None], size=(self.size, self.size), mode="bilinear",
                                  antialias=True, align_corners=False)[0].clamp(0, 1)
