@@ -90,6 +90,17 @@ def test_tokenizer_id_changes_with_the_weights():
     assert model.tokenizer_id != first
 
 
+def test_tokenizer_id_follows_optimizer_steps_in_training_mode():
+    torch.manual_seed(0)
+    model = create_tokenizer("test-conv2d").train()
+    first = model.encode(_images()).tokenizer_id
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = model(_images())
+    ((out["recon"] - _images()).abs().mean() + out["quant_loss"]).backward()
+    opt.step()
+    assert model.encode(_images()).tokenizer_id != first
+
+
 def test_decoding_with_another_tokenizer_is_refused():
     a, b = create_tokenizer("test-conv2d"), create_tokenizer("test-conv2d", channels=4)
     tokens = a.encode(_images())

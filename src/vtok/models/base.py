@@ -132,18 +132,23 @@ class Tokenizer(nn.Module):
 
     @property
     def tokenizer_id(self) -> str:
-        """16 hex digits of sha256 over the config and every weight and buffer."""
-        if self._id is None:
-            h = hashlib.sha256(self.architecture.encode())
-            h.update(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-            for name, tensor in sorted(self.state_dict().items()):
-                h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._id = h.hexdigest()[:16]
+        """16 hex digits of sha256 over the config and every weight and buffer.
+
+        Cached only in eval mode: in training mode every optimizer step changes the weights,
+        so the id is recomputed each time it is asked for.
+        """
+        if self._id is not None and not self.training:
+            return self._id
+        h = hashlib.sha256(self.architecture.encode())
+        h.update(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        self._id = h.hexdigest()[:16]
         return self._id
 
     def train(self, mode: bool = True) -> Tokenizer:
-        self._id = None  # weights may change while training
+        self._id = None  # leaving training mode: the weights may have changed
         return super().train(mode)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -224,6 +229,8 @@ def check_images(images: Tensor) -> None:
 def eval_mode(module: nn.Module) -> Iterator[None]:
     """Run in eval mode (no EMA or codebook updates) and restore the previous mode."""
     was_training = module.training
+    if was_training and isinstance(module, Tokenizer):
+        module._id = None  # weights may have moved since the id was last computed
     nn.Module.train(module, False)
     try:
         yield
