@@ -1,10 +1,12 @@
 """Train one of the tokenizers shipped in `src/vtok/pretrained/` and record how it was made.
 
-    python scripts/train_pretrained.py conv2d-f8        # or titok-cpu; add --resume to continue
+    python scripts/train_pretrained.py conv2d-f8        # or titok-flex; add --resume to continue
 
-Trains with the fixed recipe below on the default photos' train split (never the val split),
-copies the exported EMA model to src/vtok/pretrained/NAME/ and writes TRAINING.md there with
-the command, the machine, the wall time and the final training metrics. Works under torchrun.
+A recipe is one or more stages run in order on the default photos' train split (never the val
+split); each later stage starts from the weights the stage before exported. A stage whose run
+folder already holds an exported model is not run again. At the end the last stage's EMA model
+is copied to src/vtok/pretrained/NAME/ with TRAINING.md: the command, the machine, each stage's
+recipe and wall time and the last training metrics. Works under torchrun.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import os
 import platform
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,47 +25,85 @@ import torch
 from vtok.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
+_CONV2D_STAGE1 = TrainConfig(
+    preset="conv2d-f8-cpu", steps=3600, batch_size=8, crop_size=128, lr=4e-4, warmup=200,
+    gan_start=2400, gan_weight=0.1, ema_decay=0.999, checkpoint_every=250, sample_every=500,
+    log_every=25, out="runs/pretrained-conv2d-f8")
 RECIPES = {
-    "conv2d-f8": TrainConfig(
-        preset="conv2d-f8-cpu", steps=3600, batch_size=8, crop_size=128, lr=4e-4, warmup=200,
-        gan_start=2400, gan_weight=0.1, ema_decay=0.999, checkpoint_every=250, sample_every=500,
-        log_every=25, out="runs/pretrained-conv2d-f8"),
+    "conv2d-f8": [
+        _CONV2D_STAGE1,
+        # fine-tune on the larger photo set with random zoom-out crops, GAN on almost at once
+        _CONV2D_STAGE1.replace(
+            init="runs/pretrained-conv2d-f8/model", steps=3000, min_scale=0.5, lr=2e-4,
+            warmup=100, gan_start=200, out="runs/pretrained-conv2d-f8-stage2"),
+    ],
+    "titok-flex": [
+        TrainConfig(preset="titok-cpu", steps=2600, batch_size=8, crop_size=256, min_scale=0.5,
+                    lr=4e-4, warmup=200, gan_weight=0.0, ema_decay=0.999, checkpoint_every=200,
+                    sample_every=400, log_every=25, out="runs/pretrained-titok-flex"),
+    ],
 }
+
+
+def stage_done(config: TrainConfig) -> bool:
+    return (Path(config.out) / "model" / "config.json").exists()
+
+
+def stage_lines(config: TrainConfig, number: int) -> list[str]:
+    summary_path = Path(config.out) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    minutes = f"{summary['seconds'] / 60:.1f} min" if "seconds" in summary else "not recorded"
+    return [
+        f"### stage {number}: {config.steps} steps, wall time {minutes}, "
+        f"world size {summary.get('world_size', '?')}, "
+        f"{summary.get('skipped_steps', '?')} steps skipped by the NaN guard",
+        "",
+        f"`{json.dumps(config.to_dict())}`",
+        "",
+    ]
+
+
+def write_record(name: str, stages: list[TrainConfig], dest: Path) -> None:
+    with open(Path(stages[-1].out) / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    keys = ("l1", "lpips", "psnr", "usage", "perplexity", "loss")
+    last = {k: v for k, v in rows[-1].items() if k in keys}
+    lines = [
+        f"# {name}",
+        "",
+        f"Made by `python scripts/train_pretrained.py {name}` on the default photos' train "
+        f"split (`vtok data prepare`), on {platform.machine()} with {torch.get_num_threads()} "
+        f"threads per process, torch {torch.__version__}.",
+        "",
+        *[line for i, c in enumerate(stages, 1) for line in stage_lines(c, i)],
+        f"Last logged training metrics ({stages[-1].crop_size}x{stages[-1].crop_size} crops): "
+        f"{json.dumps(last)}",
+        "",
+        "Validation results: `python benchmarks/tokenizers.py` (JSON in "
+        "`benchmarks/results/tokenizers.json`).",
+    ]
+    (dest / "TRAINING.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(RECIPES))
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the first unfinished stage from its last checkpoint")
     args = parser.parse_args()
-    config = RECIPES[args.name]
-    started = time.time()
-    summary = train(config, resume=args.resume)
+    stages = RECIPES[args.name]
+    for number, config in enumerate(stages, 1):
+        if stage_done(config):
+            print(f"stage {number}: {config.out} already holds its model, not run again")
+            continue
+        resume = args.resume and (Path(config.out) / "checkpoints").is_dir()
+        train(config, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     dest = ROOT / "src" / "vtok" / "pretrained" / args.name
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(Path(config.out) / "model", dest)
-    with open(Path(config.out) / "log.csv") as f:
-        rows = list(csv.DictReader(f))
-    last = {k: v for k, v in rows[-1].items() if k in ("l1", "lpips", "psnr", "usage", "loss")}
-    lines = [
-        f"# {args.name}",
-        "",
-        f"Made by `python scripts/train_pretrained.py {args.name}`"
-        + (" (resumed)" if args.resume else "") + " on the default photos' train split.",
-        "",
-        f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, world size {summary['world_size']}",
-        f"- wall time of this invocation: {(time.time() - started) / 60:.1f} min "
-        f"({summary['steps']} steps, {summary['skipped_steps']} skipped)",
-        f"- recipe: `{json.dumps(config.to_dict())}`",
-        f"- last logged training metrics (128x128 crops): {json.dumps(last)}",
-        "",
-        "Validation results: see `benchmarks/tokenizers.py` and its JSON in "
-        "`benchmarks/results/tokenizers.json`.",
-    ]
-    (dest / "TRAINING.md").write_text("\n".join(lines) + "\n")
+    shutil.copytree(Path(stages[-1].out) / "model", dest)
+    write_record(args.name, stages, dest)
     print(f"wrote {dest}")
     return 0
 

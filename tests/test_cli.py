@@ -35,3 +35,11 @@ def test_unknown_command_exits_non_zero(capsys):
 def test_console_script_help_runs():
     done = subprocess.run([sys.executable, "-m", "vtok", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "list" in done.stdout
+
+
+def test_list_presets_and_pretrained(capsys):
+    assert main(["list", "presets"]) == 0
+    out = capsys.readouterr().out
+    assert "conv2d-f8-cpu" in out and "titok-s-128" in out and "test-titok" in out
+    assert main(["list", "pretrained"]) == 0
+    assert "conv2d-f8      conv2d  1024 per 256x256 image (x8 grid)" in capsys.readouterr().out

@@ -16,6 +16,7 @@ def test_the_shipped_tokenizers_are_listed():
     assert "conv2d-f8" in SHIPPED
     entry = next(p for p in vtok.list_pretrained() if p["name"] == "conv2d-f8")
     assert entry["architecture"] == "conv2d"
+    assert entry["max_tokens"] == 1024 and entry["tokens"] == "1024 per 256x256 image (x8 grid)"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,22 @@ def test_shipped_tokenizer_reconstructs_a_held_out_photo(name, val_photo):
     assert psnr(val_photo, recon).item() > 17
     assert LPIPS("alex")(val_photo, recon).item() < 0.5
     assert tok.tokenizer_id == vtok.load(name).tokenizer_id  # stable across loads
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_tokens_round_trip_through_a_vtok_file(name, val_photo, tmp_path):
+    from vtok.codec import RawCoder, from_vtok, read_vtok, to_vtok, write_vtok
+
+    tok = vtok.load(name)
+    tokens = tok.encode(val_photo)
+    coder = RawCoder(tok.codebook_size)
+    write_vtok(tmp_path / "x.vtok", to_vtok([tokens], tok.codebook_size, coder))
+    (back,) = from_vtok(read_vtok(tmp_path / "x.vtok"), coder, tok.tokenizer_id)
+    assert torch.equal(back.indices, tokens.indices)
+    bits = (tok.codebook_size - 1).bit_length()
+    payload = -(-tokens.num_tokens * bits // 8)
+    header = 29 + 18 + 4 * len(tokens.token_shape) + 4  # file header, image entry, CRC
+    assert (tmp_path / "x.vtok").stat().st_size == header + payload
 
 
 def test_shipped_files_are_only_config_weights_and_notes():

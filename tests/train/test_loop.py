@@ -57,6 +57,32 @@ def test_a_finished_run_exports_a_loadable_model_and_logs(photo_dir, tmp_path):
     assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_init_starts_from_a_tokenizer_directory_and_refuses_misfits(photo_dir, tmp_path):
+    from vtok import create_tokenizer, load
+
+    source = create_tokenizer("test-conv2d")
+    with torch.no_grad():
+        for param in source.parameters():
+            param.add_(torch.randn_like(param))  # far from any fresh initialization
+    source.save_pretrained(tmp_path / "source")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(_config(photo_dir, tmp_path / "tuned", steps=2, lr=0.0, gan_weight=0.0,
+                      init=str(tmp_path / "source")))
+    tuned = load(tmp_path / "tuned" / "model")
+    # lr 0: the parameters are exactly the initial ones (only EMA codebook buffers may move)
+    for (name, a), b in zip(source.named_parameters(), tuned.parameters()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="holds a 'conv2d' tokenizer, but preset makes a 'titok'"):
+        train(_config(photo_dir, tmp_path / "t", preset="test-titok", steps=2,
+                      init=str(tmp_path / "source")))
+    with pytest.raises(ValueError, match="weights do not fit"):
+        train(_config(photo_dir, tmp_path / "w", steps=2, model={"channels": 16},
+                      init=str(tmp_path / "source")))
+    with pytest.raises(ValueError, match="neither a tokenizer directory nor a shipped"):
+        train(_config(photo_dir, tmp_path / "m", steps=2, init=str(tmp_path / "missing")))
+
+
 def test_non_finite_steps_are_skipped_and_reported(photo_dir, tmp_path, monkeypatch):
     real_create = loop_module.create_tokenizer
     calls = {"n": 0}
@@ -103,6 +129,7 @@ def test_runs_are_not_overwritten_and_resume_checks_the_config(photo_dir, tmp_pa
     ({"ema_decay": 1.0}, r"TrainConfig.ema_decay must be a number in \[0, 1\)"),
     ({"stop_at": 500}, r"TrainConfig.stop_at must be in \[1, steps=100\]"),
     ({"lpips_net": "squeeze"}, "TrainConfig.lpips_net must be 'alex' or 'vgg'"),
+    ({"init": ""}, "TrainConfig.init must be a tokenizer directory or shipped name"),
 ])
 def test_bad_training_config_names_the_field(photo_dir, tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):

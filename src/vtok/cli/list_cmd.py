@@ -1,4 +1,4 @@
-"""List the registered components (quantizers) with their size and a one-line summary."""
+"""List the registered quantizers, the tokenizer presets, or the shipped trained tokenizers."""
 
 from __future__ import annotations
 
@@ -6,13 +6,29 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", nargs="?", default="quantizers", choices=["quantizers"])
+    parser.add_argument("kind", nargs="?", default="quantizers",
+                        choices=["quantizers", "presets", "pretrained"])
+
+
+def _first_line(obj: object) -> str:
+    return " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 def run(args: argparse.Namespace) -> int:
-    from vtok.quant import QUANTIZERS
+    if args.kind == "quantizers":
+        from vtok.quant import QUANTIZERS
 
-    for name in QUANTIZERS.names():
-        doc = (QUANTIZERS.get(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:8s} {doc}")
+        for name in QUANTIZERS.names():
+            print(f"{name:8s} {_first_line(QUANTIZERS.get(name))}")
+    elif args.kind == "presets":
+        from vtok.models.presets import PRESETS
+
+        for name in PRESETS.names():
+            print(f"{name:14s} {_first_line(PRESETS.get(name))}")
+    else:
+        from vtok.models import list_pretrained
+
+        for entry in list_pretrained():
+            tokens = entry.get("tokens", "")
+            print(f"{entry['name']:14s} {entry['architecture']:7s} {tokens}")
     return 0

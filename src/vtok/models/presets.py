@@ -19,12 +19,14 @@ PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 @PRESETS.register("test-conv2d")
 def _test_conv2d() -> TokenizerConfig:
+    """Tiny x4 conv tokenizer for tests (builds in milliseconds)."""
     return ConvTokenizerConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, latent_dim=4,
                                quantizer_options={"codebook_size": 16})
 
 
 @PRESETS.register("test-titok")
 def _test_titok() -> TokenizerConfig:
+    """Tiny 1D tokenizer for tests: 32x32 images, up to 8 tokens."""
     return TiTokConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2, decoder_width=32,
                        decoder_depth=1, decoder_heads=2, num_latent_tokens=8, latent_dim=4,
                        quantizer_options={"codebook_size": 16})
@@ -39,10 +41,12 @@ def _conv2d_f8_cpu() -> TokenizerConfig:
 
 @PRESETS.register("titok-cpu")
 def _titok_cpu() -> TokenizerConfig:
-    """Up to 64 ordered tokens of 12 bits for 128x128 images; trains on a CPU."""
-    return TiTokConfig(image_size=128, patch_size=8, width=192, depth=4, heads=4,
-                       decoder_width=192, decoder_depth=4, decoder_heads=4, num_latent_tokens=64,
-                       latent_dim=12, quantizer_options={"codebook_size": 4096})
+    """Up to 128 ordered tokens for 256x256 images (16-px patches), binary spherical codes of
+    8 bits (256 codes); small enough to train on a CPU."""
+    return TiTokConfig(image_size=256, patch_size=16, width=192, depth=4, heads=4,
+                       decoder_width=192, decoder_depth=4, decoder_heads=4,
+                       num_latent_tokens=128, latent_dim=8, quantizer="bsq",
+                       quantizer_options={"codebook_size": 256})
 
 
 @PRESETS.register("vqgan-f16")
@@ -97,8 +101,17 @@ def list_pretrained() -> list[dict[str, Any]]:
         if (directory / "config.json").exists():
             arch, config = read_config(directory)
             found.append({"name": directory.name, "architecture": arch, "path": str(directory),
-                          "config": config})
+                          "config": config, **_token_counts(arch, config)})
     return found
+
+
+def _token_counts(arch: str, config: dict[str, Any]) -> dict[str, Any]:
+    if arch == "titok":
+        k = config["num_latent_tokens"]
+        return {"tokens": f"1..{k} per image (variable length)", "max_tokens": k}
+    factor = 2 ** (len(config["channel_mult"]) - 1)
+    n = (256 // factor) ** 2
+    return {"tokens": f"{n} per 256x256 image (x{factor} grid)", "max_tokens": n}
 
 
 def load(name_or_dir: str | Path) -> Tokenizer:
@@ -111,3 +124,13 @@ def load(name_or_dir: str | Path) -> Tokenizer:
         return Tokenizer.from_pretrained(shipped[str(name_or_dir)])
     raise ValueError(f"{name_or_dir!r} is neither a tokenizer directory nor a shipped tokenizer "
                      f"(shipped: {', '.join(shipped) or 'none'})")
+
+
+def shipped_with_id(tokenizer_id: str) -> tuple[str, Tokenizer] | None:
+    """(name, tokenizer) of the shipped tokenizer whose id (hash of config and weights) is
+    `tokenizer_id`, if there is one."""
+    for entry in list_pretrained():
+        tok = Tokenizer.from_pretrained(entry["path"])
+        if tok.tokenizer_id == tokenizer_id:
+            return entry["name"], tok
+    return None

@@ -15,6 +15,7 @@ class TrainConfig:
     preset: str = "conv2d-f8-cpu"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's fields
     data: str | None = None  # folder / tar shards; None = the default photos' train split
+    init: str | None = None  # start from this tokenizer directory's weights (fine-tuning)
     out: str = "runs/tokenizer"
     steps: int = 1000
     stop_at: int | None = None  # end this invocation early (the schedule still spans `steps`)
@@ -81,6 +82,9 @@ class TrainConfig:
         if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
             raise ValueError(f"TrainConfig.stop_at must be in [1, steps={self.steps}], "
                              f"got {self.stop_at!r}")
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise ValueError(f"TrainConfig.init must be a tokenizer directory or shipped name, "
+                             f"got {self.init!r}")
         if not isinstance(self.model, dict):
             raise ValueError(f"TrainConfig.model must be a dict of preset overrides, "
                              f"got {self.model!r}")

@@ -26,7 +26,8 @@ from vtok.data.photos import photo_paths
 from vtok.files import atomic_write_text
 from vtok.losses.gan import LeCam, PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
 from vtok.losses.perceptual import LPIPS
-from vtok.models import Tokenizer, create_tokenizer
+from vtok.models import Tokenizer, create_tokenizer, list_pretrained
+from vtok.models.base import WEIGHTS_FILE, read_config
 from vtok.train import checkpoint as ckpt
 from vtok.train.config import TrainConfig
 from vtok.train.distributed import Context, any_true, mean_over_ranks, setup, teardown
@@ -93,7 +94,10 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
         _check_same_run(TrainConfig.from_dict(meta["config"]), config)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    model = create_tokenizer(config.preset, **config.model).to(device).train()
+    model = create_tokenizer(config.preset, **config.model)
+    if config.init is not None and not resume:
+        init_from(model, Path(config.init))
+    model = model.to(device).train()
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
     disc = lecam = None
     if config.gan_weight > 0:
@@ -230,6 +234,23 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
             print(f"skipped {len(dataset.skipped)} unreadable images: "
                   + ", ".join(dataset.skipped))
     return summary
+
+
+def init_from(model: Tokenizer, directory: Path) -> None:
+    """Fine-tuning: copy the weights of a tokenizer directory or training run into `model`,
+    refusing another architecture or a configuration whose weights do not fit."""
+    if not directory.exists():
+        shipped = {p["name"]: Path(p["path"]) for p in list_pretrained()}
+        if str(directory) not in shipped:
+            raise ValueError(f"TrainConfig.init: {directory} is neither a tokenizer directory "
+                             f"nor a shipped tokenizer (shipped: {', '.join(shipped) or 'none'})")
+        directory = shipped[str(directory)]
+    source = directory / "model" if (directory / "model" / "config.json").exists() else directory
+    arch, _ = read_config(source)
+    if arch != model.architecture:
+        raise ValueError(f"TrainConfig.init: {source} holds a {arch!r} tokenizer, "
+                         f"but preset makes a {model.architecture!r} one")
+    model.load_weights(source / WEIGHTS_FILE)
 
 
 def _check_same_run(saved: TrainConfig, now: TrainConfig) -> None:
