@@ -1,0 +1,82 @@
+"""Decode a .vtok file back into images.
+
+The tokenizer is found among the shipped ones by the id stored in the file, or given with -t
+(refused if its id differs). An OUT ending in an image suffix (.png, .jpg, .webp, ...) is the
+image file for a one-image .vtok; any other OUT is a folder that receives NAME.png, or
+NAME-0.png, NAME-1.png, ... for a file holding several images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, metavar="IN.vtok")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="image file or folder")
+    parser.add_argument("-t", "--tokenizer", help="tokenizer name or folder (default: the "
+                        "shipped tokenizer whose id the file names)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+
+def _tokenizer(name: str | None, tokenizer_id: str):
+    from vtok.models import load
+    from vtok.models.presets import shipped_with_id
+
+    if name is not None:
+        return load(name)
+    found = shipped_with_id(tokenizer_id)
+    if found is None:
+        raise ValueError(f"no shipped tokenizer has id {tokenizer_id}; name it with -t")
+    return found[1]
+
+
+def run(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from vtok.codec import RawCoder, VtokFormatError, from_vtok, read_vtok
+    from vtok.files import atomic_write
+
+    try:
+        vfile = read_vtok(args.input)
+    except VtokFormatError as err:  # names the file already
+        print(f"vtok decode: {err}", file=sys.stderr)
+        return 1
+    try:
+        tok = _tokenizer(args.tokenizer, vfile.tokenizer_id)
+        if vfile.coding != "raw":
+            raise ValueError(f"{vfile.coding} coding is not readable by this vtok version")
+        tokens = from_vtok(vfile, RawCoder(tok.codebook_size), tok.tokenizer_id)
+    except ValueError as err:
+        print(f"vtok decode: {args.input}: {err}", file=sys.stderr)
+        return 1
+    if args.out.suffix.lower() in IMAGE_SUFFIXES:
+        if len(tokens) > 1:
+            print(f"vtok decode: {args.input} holds {len(tokens)} images; give a folder as -o",
+                  file=sys.stderr)
+            return 1
+        outputs = [args.out]
+    elif len(tokens) == 1:
+        outputs = [args.out / f"{args.input.stem}.png"]
+    else:
+        outputs = [args.out / f"{args.input.stem}-{i}.png" for i in range(len(tokens))]
+    existing = [str(p) for p in outputs if p.exists()]
+    if existing and not args.force:
+        print(f"vtok decode: {', '.join(existing)} exists (use --force to overwrite)",
+              file=sys.stderr)
+        return 1
+    for t, out in zip(tokens, outputs):
+        image = tok.decode(t)[0].mul(255).round().byte().permute(1, 2, 0).numpy()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            atomic_write(out, lambda tmp, im=image: Image.fromarray(im).save(tmp))
+        except (OSError, ValueError) as err:
+            print(f"vtok decode: cannot write {out} ({err})", file=sys.stderr)
+            return 1
+    print(f"decoded {len(tokens)} image(s) from {args.input}"
+          + (f" to {outputs[0]}" if len(outputs) == 1 else f" into {args.out}"))
+    return 0

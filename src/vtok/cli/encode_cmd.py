@@ -1,0 +1,104 @@
+"""Encode images into .vtok token files with a tokenizer.
+
+One input and an OUT not naming a folder writes one file; several inputs write one file per
+image into the folder OUT, or all of them into one file when OUT ends in .vtok. Unreadable
+inputs are skipped and named; the others are still written, and the exit code is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files")
+    parser.add_argument("-t", "--tokenizer", required=True,
+                        help="shipped tokenizer name or tokenizer folder")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="output file or folder")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("-n", "--num-tokens", type=int, help="tokens per image (variable-length)")
+    how.add_argument("--target-bpp", type=float, help="most bits per pixel per stored image")
+    how.add_argument("--target-lpips", type=float, help="LPIPS-Alex each image should reach")
+    parser.add_argument("--coding", choices=["raw"], default="raw",
+                        help="payload coding: raw = ceil(log2 K) bits per token")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+
+def _outputs(args: argparse.Namespace) -> tuple[bool, list[Path]]:
+    """(one shared file?, output path per input)."""
+    out = args.out
+    single_file = out.suffix == ".vtok" and not out.is_dir()
+    if len(args.inputs) == 1 and single_file:
+        return True, [out]
+    if single_file:
+        return True, [out] * len(args.inputs)
+    return False, [out / f"{path.stem}.vtok" for path in args.inputs]
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vtok.codec import RawCoder, to_vtok, write_vtok
+    from vtok.codec.select import tokens_for_bpp, tokens_for_count, tokens_for_lpips
+    from vtok.data.images import ImageReadError, has_alpha, read_image
+    from vtok.models import load
+
+    for name in ("target_bpp", "target_lpips"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            print(f"vtok encode: --{name.replace('_', '-')} must be > 0, got {value}",
+                  file=sys.stderr)
+            return 2
+    try:
+        tok = load(args.tokenizer)
+    except ValueError as err:
+        print(f"vtok encode: {err}", file=sys.stderr)
+        return 2
+    coder = RawCoder(tok.codebook_size)
+    lpips = None
+    if args.target_lpips is not None:
+        from vtok.losses import LPIPS
+
+        lpips = LPIPS("alex")
+    shared, outputs = _outputs(args)
+    if not args.force:
+        existing = sorted({str(p) for p in outputs if p.exists()})
+        if existing:
+            print(f"vtok encode: {', '.join(existing)} exists (use --force to overwrite)",
+                  file=sys.stderr)
+            return 1
+    bad, done, kept = [], [], []
+    bar = tqdm(args.inputs, desc="encode", unit="img", disable=len(args.inputs) < 2)
+    for path, out in zip(bar, outputs):
+        try:
+            image = read_image(path)
+            if args.target_bpp is not None:
+                tokens = tokens_for_bpp(tok, image, args.target_bpp, coder)
+            elif lpips is not None:
+                tokens = tokens_for_lpips(tok, image, args.target_lpips, lpips)
+            else:
+                tokens = tokens_for_count(tok, image, args.num_tokens)
+        except ImageReadError as err:
+            bad.append(str(err))
+            continue
+        except ValueError as err:  # a request this tokenizer cannot meet: stop at once
+            print(f"vtok encode: {err}", file=sys.stderr)
+            return 2
+        kept.append((tokens, has_alpha(path)))
+        if not shared:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_vtok(out, to_vtok([tokens], tok.codebook_size, coder, [kept[-1][1]]),
+                       force=True)
+            done.append(out)
+    if shared and kept:
+        outputs[0].parent.mkdir(parents=True, exist_ok=True)
+        write_vtok(outputs[0], to_vtok([t for t, _ in kept], tok.codebook_size, coder,
+                                       [a for _, a in kept]), force=True)
+        done.append(outputs[0])
+    print(f"encoded {len(kept)} of {len(args.inputs)} images into {len(done)} file(s)"
+          + (f": {done[0]}" if len(done) == 1 else f" in {args.out}" if done else ""))
+    for message in bad:
+        print(f"skipped {message}", file=sys.stderr)
+    return 1 if bad else 0

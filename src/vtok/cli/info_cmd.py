@@ -1,0 +1,64 @@
+"""Describe a .vtok file: format, coding, tokenizer, and per image its size, tokens and bpp."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, metavar="IN.vtok")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def describe(path: Path) -> dict[str, Any]:
+    from vtok.codec import read_vtok
+    from vtok.codec.container import VERSION
+    from vtok.models.presets import shipped_with_id
+
+    vfile = read_vtok(path)
+    size = path.stat().st_size
+    pixels = sum(h * w for h, w in (im.image_size for im in vfile.images))
+    shipped = shipped_with_id(vfile.tokenizer_id)
+    return {
+        "file": str(path), "bytes": size, "format_version": VERSION, "coding": vfile.coding,
+        "tokenizer_id": vfile.tokenizer_id,
+        "tokenizer": shipped[0] if shipped else None,
+        "codebook_size": vfile.codebook_size, "indices_per_token": vfile.depth,
+        "bpp": size * 8 / pixels,
+        "images": [{
+            "height": im.image_size[0], "width": im.image_size[1],
+            "token_shape": list(im.token_shape), "tokens": im.num_tokens,
+            "payload_bytes": len(im.payload),
+            "payload_bpp": len(im.payload) * 8 / (im.image_size[0] * im.image_size[1]),
+            "alpha_composited_on_white": im.alpha,
+        } for im in vfile.images],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from vtok.codec import VtokFormatError
+
+    try:
+        info = describe(args.input)
+    except VtokFormatError as err:
+        print(f"vtok info: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['file']}: .vtok version {info['format_version']}, {info['bytes']} bytes, "
+          f"{len(info['images'])} image(s), {info['bpp']:.4f} bpp overall")
+    name = f" ({info['tokenizer']})" if info["tokenizer"] else " (not a shipped one)"
+    print(f"tokenizer {info['tokenizer_id']}{name}, codebook {info['codebook_size']}"
+          f"{' x' + str(info['indices_per_token']) if info['indices_per_token'] > 1 else ''}, "
+          f"{info['coding']} coding")
+    for i, im in enumerate(info["images"]):
+        alpha = ", alpha composited on white" if im["alpha_composited_on_white"] else ""
+        shape = "x".join(map(str, im["token_shape"]))
+        print(f"  image {i}: {im['width']}x{im['height']} px, {im['tokens']} tokens ({shape}), "
+              f"payload {im['payload_bytes']} bytes = {im['payload_bpp']:.4f} bpp{alpha}")
+    return 0

@@ -1,0 +1,8 @@
+"""Token files: the .vtok container, raw bit packing and (later) entropy coding with a prior."""
+
+from vtok.codec.container import ImageTokens, VtokFile, VtokFormatError
+from vtok.codec.raw import RawCoder
+from vtok.codec.tokens_file import from_vtok, read_vtok, to_vtok, write_vtok
+
+__all__ = ["ImageTokens", "RawCoder", "VtokFile", "VtokFormatError", "from_vtok", "read_vtok",
+           "to_vtok", "write_vtok"]

@@ -1,0 +1,65 @@
+"""Choosing how many tokens an image gets from a variable-length tokenizer: by a bit budget
+(bits per pixel of the stored file) or by a quality target (LPIPS), One-D-Piece / KARL style.
+
+The tokens of a variable-length tokenizer are prefixes of one sequence, so the image is
+encoded once at the full length and each candidate count is a slice of it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vtok.codec.container import Coder
+from vtok.codec.tokens_file import to_vtok
+from vtok.models.base import Tokenizer, Tokens
+
+
+def prefix(tokens: Tokens, k: int) -> Tokens:
+    return Tokens(tokens.indices[:, :k], (k,), tokens.image_size, tokens.tokenizer_id, k)
+
+
+def file_bpp(tokens: Tokens, codebook_size: int, coder: Coder) -> float:
+    """Bits per pixel of the single-image .vtok file holding `tokens` (headers included)."""
+    h, w = tokens.image_size
+    return len(to_vtok([tokens], codebook_size, coder).to_bytes()) * 8 / (h * w)
+
+
+def _variable(tok: Tokenizer) -> int:
+    if tok.architecture != "titok":
+        raise ValueError(f"a {tok.architecture} tokenizer has a fixed token count; "
+                         f"--num-tokens and --target-* need a variable-length one (titok)")
+    return tok.max_tokens
+
+
+def tokens_for_bpp(tok: Tokenizer, image: torch.Tensor, target: float, coder: Coder) -> Tokens:
+    """The longest prefix whose file stays within `target` bpp (at least 1 token)."""
+    full = tok.encode(image[None])
+    lo, hi = 1, _variable(tok)
+    while lo < hi:  # file size grows with k
+        mid = (lo + hi + 1) // 2
+        if file_bpp(prefix(full, mid), tok.codebook_size, coder) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return prefix(full, lo)
+
+
+def tokens_for_lpips(tok: Tokenizer, image: torch.Tensor, target: float, lpips) -> Tokens:
+    """The shortest prefix whose reconstruction reaches LPIPS <= `target` (all tokens if none
+    does). Assumes quality rises with the token count, which the benchmark checks."""
+    full = tok.encode(image[None])
+    lo, hi = 1, _variable(tok)
+    with torch.no_grad():
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if lpips(tok.decode(prefix(full, mid)), image[None]).item() <= target:
+                hi = mid
+            else:
+                lo = mid + 1
+    return prefix(full, lo)
+
+
+def tokens_for_count(tok: Tokenizer, image: torch.Tensor, num_tokens: int | None) -> Tokens:
+    if num_tokens is not None:
+        _variable(tok)
+    return tok.encode(image[None], num_tokens=num_tokens)

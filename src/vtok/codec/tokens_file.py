@@ -1,0 +1,84 @@
+"""Tokens <-> .vtok bytes and files: one entry per image, any coder, tokenizer ids checked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vtok.codec.container import Coder, ImageTokens, VtokFile, VtokFormatError
+from vtok.files import atomic_write
+from vtok.models.base import Tokens
+
+MAX_FILE_BYTES = 1 << 30
+
+
+def to_vtok(tokens: Sequence[Tokens], codebook_size: int, coder: Coder,
+            alpha: Sequence[bool] | None = None) -> VtokFile:
+    """A VtokFile holding every image of `tokens` (a list of batches, one tokenizer)."""
+    if not tokens:
+        raise ValueError("no tokens to store")
+    ids = {t.tokenizer_id for t in tokens}
+    if len(ids) != 1:
+        raise ValueError(f"tokens of several tokenizers cannot share a file: {sorted(ids)}")
+    first = tokens[0]
+    depth = first.indices.shape[-1] if first.indices.dim() == len(first.token_shape) + 2 else 1
+    out = VtokFile(first.tokenizer_id, codebook_size, coder.name, depth)
+    for batch in tokens:
+        for indices in batch.indices.cpu().numpy():
+            out.images.append(ImageTokens(tuple(batch.image_size), tuple(batch.token_shape),
+                                          coder.encode(indices)))
+    flags = list(alpha) if alpha is not None else [False] * len(out.images)
+    if len(flags) != len(out.images):
+        raise ValueError(f"{len(flags)} alpha flags for {len(out.images)} images")
+    for image, flag in zip(out.images, flags):
+        image.alpha = bool(flag)
+    return out
+
+
+def from_vtok(vfile: VtokFile, coder: Coder, tokenizer_id: str | None = None) -> list[Tokens]:
+    """One `Tokens` (batch of 1) per image. With `tokenizer_id`, refuse another tokenizer's
+    file naming both ids; a payload the coder cannot read raises VtokFormatError."""
+    if tokenizer_id is not None and tokenizer_id != vfile.tokenizer_id:
+        raise ValueError(f"these tokens were made by tokenizer {vfile.tokenizer_id}; "
+                         f"the tokenizer given is {tokenizer_id}")
+    if coder.name != vfile.coding:
+        raise ValueError(f"the file is {vfile.coding}-coded; a {coder.name} coder cannot read it")
+    out = []
+    for i, image in enumerate(vfile.images):
+        try:
+            values = coder.decode(image.payload, vfile.count(image))
+        except ValueError as err:
+            raise VtokFormatError(f"image {i}: bad payload ({err})") from None
+        shape = (1, *image.token_shape) + ((vfile.depth,) if vfile.depth > 1 else ())
+        indices = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64)).reshape(shape)
+        out.append(Tokens(indices, image.token_shape, image.image_size, vfile.tokenizer_id,
+                          image.num_tokens))
+    return out
+
+
+def write_vtok(path: str | Path, vfile: VtokFile, force: bool = False) -> Path:
+    """Write atomically; an existing file is only replaced with `force`."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists (use --force to overwrite)")
+    data = vfile.to_bytes()
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def read_vtok(path: str | Path) -> VtokFile:
+    """Read and check a .vtok file; every problem is a VtokFormatError naming the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise VtokFormatError(f"{size} bytes is larger than a .vtok file may be")
+        if size == 0:
+            raise VtokFormatError("the file is empty")
+        return VtokFile.from_bytes(path.read_bytes())
+    except VtokFormatError as err:
+        raise VtokFormatError(f"{path}: {err}") from None
+    except OSError as err:
+        raise VtokFormatError(f"{path}: cannot read ({err.strerror or err})") from None

@@ -1,0 +1,121 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vtok.cli import main
+from vtok.codec import RawCoder, from_vtok, read_vtok
+from vtok.codec.select import file_bpp, prefix
+from vtok.data.images import read_image
+from vtok.losses import LPIPS
+from vtok.models import create_tokenizer, load
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokenizers")
+    for name in ("test-conv2d", "test-titok"):
+        torch.manual_seed(0)
+        create_tokenizer(name).save_pretrained(root / name)
+    return root
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (37, 45, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 255, (20, 16, 4), dtype=np.uint8)).save(tmp_path / "b.png")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    return tmp_path
+
+
+def test_encode_decode_info_round_trip_with_a_bad_input(tokenizers, images, capsys):
+    tok_dir = tokenizers / "test-conv2d"
+    out = images / "out"
+    paths = [str(images / n) for n in ("a.png", "bad.jpg", "b.png")]
+    assert main(["encode", *paths, "-t", str(tok_dir), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "bad.jpg: not a readable image" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.vtok", "b.vtok"]
+    tok = load(tok_dir)
+    for name, size in (("a", (37, 45)), ("b", (20, 16))):
+        (tokens,) = from_vtok(read_vtok(out / f"{name}.vtok"), RawCoder(16), tok.tokenizer_id)
+        expected = tok.encode(read_image(images / f"{name}.png")[None])
+        assert torch.equal(tokens.indices, expected.indices) and tokens.image_size == size
+        assert main(["decode", str(out / f"{name}.vtok"), "-o", str(images / f"{name}-dec.png"),
+                     "-t", str(tok_dir)]) == 0
+        assert Image.open(images / f"{name}-dec.png").size == size[::-1]
+    capsys.readouterr()
+    assert main(["info", str(out / "b.vtok"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["images"][0]["alpha_composited_on_white"] is True
+    assert info["tokenizer_id"] == tok.tokenizer_id and info["tokenizer"] is None
+    assert info["bytes"] == (out / "b.vtok").stat().st_size
+
+
+def test_one_file_for_several_images_and_no_overwrite_without_force(tokenizers, images, capsys):
+    tok_dir = str(tokenizers / "test-conv2d")
+    both = [str(images / "a.png"), str(images / "b.png")]
+    target = images / "both.vtok"
+    assert main(["encode", *both, "-t", tok_dir, "-o", str(target)]) == 0
+    assert len(read_vtok(target).images) == 2
+    before = target.read_bytes()
+    assert main(["encode", both[0], "-t", tok_dir, "-o", str(target)]) == 1
+    assert "exists (use --force" in capsys.readouterr().err
+    assert target.read_bytes() == before
+    assert main(["encode", both[0], "-t", tok_dir, "-o", str(target), "--force"]) == 0
+    assert len(read_vtok(target).images) == 1
+    assert main(["decode", str(target), "-o", str(images / "d"), "-t", tok_dir]) == 0
+    assert main(["encode", *both, "-t", tok_dir, "-o", str(target), "--force"]) == 0
+    assert main(["decode", str(target), "-o", str(images / "d"), "-t", tok_dir]) == 0
+    assert sorted(p.name for p in (images / "d").iterdir()) == [
+        "both-0.png", "both-1.png", "both.png"]
+    assert main(["decode", str(target), "-o", str(images / "two.png"), "-t", tok_dir]) == 1
+    assert "holds 2 images; give a folder" in capsys.readouterr().err
+
+
+def test_decode_refuses_another_tokenizer_and_corrupt_files(tokenizers, images, capsys):
+    conv, titok = str(tokenizers / "test-conv2d"), str(tokenizers / "test-titok")
+    assert main(["encode", str(images / "a.png"), "-t", conv, "-o", str(images / "a.vtok")]) == 0
+    assert main(["decode", str(images / "a.vtok"), "-o", str(images / "x.png"), "-t", titok]) == 1
+    err = capsys.readouterr().err
+    assert load(conv).tokenizer_id in err and load(titok).tokenizer_id in err
+    data = bytearray((images / "a.vtok").read_bytes())
+    data[40] ^= 0x10
+    (images / "c.vtok").write_bytes(bytes(data))
+    assert main(["decode", str(images / "c.vtok"), "-o", str(images / "x.png")]) == 1
+    assert "c.vtok: CRC32 mismatch" in capsys.readouterr().err
+    assert main(["info", str(images / "c.vtok")]) == 1
+    assert main(["decode", str(images / "a.vtok"), "-o", str(images / "x.png")]) == 1
+    assert "no shipped tokenizer has id" in capsys.readouterr().err
+    assert not (images / "x.png").exists()
+    assert sorted(p.name for p in images.iterdir() if p.name.startswith(".")) == []
+
+
+def test_token_counts_for_variable_length_tokenizers(tokenizers, images, capsys):
+    titok, conv = tokenizers / "test-titok", str(tokenizers / "test-conv2d")
+    tok = load(titok)
+    image = str(images / "a.png")
+    assert main(["encode", image, "-t", str(titok), "-o", str(images / "n.vtok"), "-n", "3"]) == 0
+    assert read_vtok(images / "n.vtok").images[0].token_shape == (3,)
+    assert main(["encode", image, "-t", conv, "-o", str(images / "m.vtok"), "-n", "3"]) == 2
+    assert "fixed token count" in capsys.readouterr().err
+    full = tok.encode(read_image(image)[None])
+    coder = RawCoder(tok.codebook_size)
+    target = file_bpp(prefix(full, 5), tok.codebook_size, coder) + 1e-9
+    assert main(["encode", image, "-t", str(titok), "-o", str(images / "b.vtok"),
+                 "--target-bpp", str(target)]) == 0
+    kept = read_vtok(images / "b.vtok").images[0].num_tokens
+    assert kept >= 5 and file_bpp(prefix(full, kept), tok.codebook_size, coder) <= target
+    if kept < tok.max_tokens:
+        assert file_bpp(prefix(full, kept + 1), tok.codebook_size, coder) > target
+    assert main(["encode", image, "-t", str(titok), "-o", str(images / "l.vtok"),
+                 "--target-lpips", "0.3"]) == 0
+    kept = read_vtok(images / "l.vtok").images[0].num_tokens
+    x = read_image(image)[None]
+    if kept < tok.max_tokens:
+        assert LPIPS("alex")(tok.decode(prefix(full, kept)), x).item() <= 0.3
+    assert main(["encode", image, "-t", str(titok), "-o", str(images / "z.vtok"),
+                 "--target-bpp", "0"]) == 2

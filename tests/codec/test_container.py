@@ -1,0 +1,186 @@
+import contextlib
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vtok.codec import (
+    ImageTokens,
+    RawCoder,
+    VtokFile,
+    VtokFormatError,
+    bitpack,
+    from_vtok,
+    read_vtok,
+    to_vtok,
+    write_vtok,
+)
+from vtok.models import create_tokenizer
+
+GOLDEN = Path(__file__).parent / "golden-v1.vtok"
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 128, 240, 1000, 4096, 65536, 1 << 20])
+def test_bit_packing_round_trips_in_exactly_ceil_log2_k_bits(k):
+    values = np.random.default_rng(k).integers(0, k, size=1001)
+    data = bitpack.pack(values, k)
+    bits = max(1, int(np.ceil(np.log2(k))))
+    assert len(data) == -(-1001 * bits // 8) == bitpack.packed_size(1001, k)
+    assert np.array_equal(bitpack.unpack(data, 1001, k), values)
+
+
+def test_bit_packing_known_bytes_and_bad_payloads():
+    assert bitpack.pack(np.array([1, 2, 3]), 4) == bytes([0b01101100])
+    assert bitpack.pack(np.array([5]), 8) == bytes([0b10100000])
+    with pytest.raises(ValueError, match="need 1 bytes, got 2"):
+        bitpack.unpack(b"\x00\x00", 3, 4)
+    with pytest.raises(ValueError, match="padding bits"):
+        bitpack.unpack(bytes([0b01101101]), 3, 4)
+    with pytest.raises(ValueError, match="outside the codebook of 3"):
+        bitpack.unpack(bytes([0b11000000]), 1, 3)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 4\)"):
+        bitpack.pack(np.array([4]), 4)
+
+
+def _golden_file() -> VtokFile:
+    coder = RawCoder(5)
+    return VtokFile("0123456789abcdef", 5, "raw", 1, [
+        ImageTokens((3, 4), (2,), coder.encode(np.array([1, 4]))),
+        ImageTokens((10, 7), (1, 3), coder.encode(np.array([0, 2, 3])), alpha=True),
+    ])
+
+
+def test_golden_file_pins_the_layout():
+    data = _golden_file().to_bytes()
+    assert data == GOLDEN.read_bytes()
+    assert data[:8] == b"\x89VTOK\r\n\x1a"
+    assert struct.unpack("<HBB", data[8:12]) == (1, 0, 0)
+    assert data[12:20].hex() == "0123456789abcdef"
+    assert struct.unpack("<IBI", data[20:29]) == (5, 1, 2)
+    assert struct.unpack("<IIBBI", data[29:43]) == (3, 4, 0, 1, 2)
+    assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
+    back = VtokFile.from_bytes(data)
+    assert back == _golden_file()
+
+
+@pytest.mark.parametrize("preset,size", [("test-conv2d", (37, 50)), ("test-titok", (32, 32))])
+def test_tokens_file_tokens_is_exact(tmp_path, preset, size):
+    tok = create_tokenizer(preset).eval()
+    batches = [tok.encode(torch.rand(3, 3, *size)), tok.encode(torch.rand(1, 3, 20, 24))]
+    if preset == "test-titok":
+        batches.append(tok.encode(torch.rand(2, 3, *size), num_tokens=3))
+    vfile = to_vtok(batches, tok.codebook_size, RawCoder(tok.codebook_size), alpha=[0, 1, 0, 0]
+                    + [0] * (2 if preset == "test-titok" else 0))
+    write_vtok(tmp_path / "a.vtok", vfile)
+    back = from_vtok(read_vtok(tmp_path / "a.vtok"), RawCoder(tok.codebook_size),
+                     tok.tokenizer_id)
+    flat = [(b, i) for b in batches for i in range(b.indices.shape[0])]
+    assert len(back) == len(flat)
+    for got, (batch, i) in zip(back, flat):
+        assert torch.equal(got.indices[0], batch.indices[i])
+        assert (got.token_shape, got.image_size, got.num_tokens) == (
+            batch.token_shape, batch.image_size, batch.num_tokens)
+        assert torch.allclose(tok.decode(got), tok.decode(batch)[i : i + 1], atol=1e-5)
+    assert [im.alpha for im in read_vtok(tmp_path / "a.vtok").images][:2] == [False, True]
+
+
+def test_another_tokenizers_file_is_refused_naming_both(tmp_path):
+    tok = create_tokenizer("test-conv2d").eval()
+    vfile = to_vtok([tok.encode(torch.rand(1, 3, 16, 16))], 16, RawCoder(16))
+    with pytest.raises(ValueError, match=f"made by tokenizer {tok.tokenizer_id}; "
+                                         f"the tokenizer given is 00000000000000ff"):
+        from_vtok(vfile, RawCoder(16), "00000000000000ff")
+
+
+def test_existing_output_is_kept_without_force(tmp_path):
+    path = tmp_path / "a.vtok"
+    path.write_bytes(b"keep")
+    with pytest.raises(FileExistsError, match="use --force"):
+        write_vtok(path, _golden_file())
+    assert path.read_bytes() == b"keep"
+    write_vtok(path, _golden_file(), force=True)
+    assert path.read_bytes() == GOLDEN.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.vtok"]
+
+
+def test_every_truncation_and_every_bit_flip_is_a_format_error():
+    data = GOLDEN.read_bytes()
+    for n in range(len(data)):
+        with pytest.raises(VtokFormatError):
+            VtokFile.from_bytes(data[:n])
+    for i in range(len(data) * 8):
+        flipped = bytearray(data)
+        flipped[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(VtokFormatError):
+            VtokFile.from_bytes(bytes(flipped))
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.mark.parametrize("patch,message", [
+    ((8, struct.pack("<H", 2)), "format version 2 is not supported"),
+    ((10, b"\x07"), "unknown coding method 7"),
+    ((11, b"\x01"), "reserved header flags"),
+    ((25, struct.pack("<I", 0xFFFFFFFF)), "image count 4294967295 does not fit"),
+    ((20, struct.pack("<I", 0)), "codebook size must be in"),
+    ((29, struct.pack("<I", 1 << 20)), "outside 1..65536 pixels"),
+    ((39, struct.pack("<I", 0xFFFFFFFF)), "exceed"),
+    ((43, struct.pack("<I", 3)), "3 tokens kept but the token shape"),
+    ((47, struct.pack("<I", 0x7FFFFFFF)), "payload needs 2147483647 bytes"),
+])
+def test_hostile_headers_with_a_valid_crc_are_refused(patch, message):
+    body = bytearray(GOLDEN.read_bytes()[:-4])
+    offset, value = patch
+    body[offset : offset + len(value)] = value
+    with pytest.raises(VtokFormatError, match=message):
+        VtokFile.from_bytes(_with_crc(bytes(body)))
+
+
+def test_bad_payloads_and_unreadable_files_name_the_problem(tmp_path):
+    body = bytearray(GOLDEN.read_bytes()[:-4])
+    body[-1] |= 1  # a padding bit of the last payload
+    vfile = VtokFile.from_bytes(_with_crc(bytes(body)))
+    with pytest.raises(VtokFormatError, match="image 1: bad payload .padding bits"):
+        from_vtok(vfile, RawCoder(5))
+    (tmp_path / "empty.vtok").write_bytes(b"")
+    with pytest.raises(VtokFormatError, match="empty.vtok: the file is empty"):
+        read_vtok(tmp_path / "empty.vtok")
+    with pytest.raises(VtokFormatError, match="nothing.vtok: cannot read"):
+        read_vtok(tmp_path / "nothing.vtok")
+    (tmp_path / "text.vtok").write_text("hello")
+    with pytest.raises(VtokFormatError, match="text.vtok: not a .vtok file"):
+        read_vtok(tmp_path / "text.vtok")
+
+
+def _parse_or_format_error(data: bytes) -> None:
+    try:
+        vfile = VtokFile.from_bytes(data)
+    except VtokFormatError:
+        return
+    assert VtokFile.from_bytes(vfile.to_bytes()) == vfile  # what parses is consistent
+    for image in vfile.images:
+        with contextlib.suppress(ValueError):
+            RawCoder(vfile.codebook_size).decode(image.payload, vfile.count(image))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_random_bytes(data):
+    _parse_or_format_error(data)
+    _parse_or_format_error(b"\x89VTOK\r\n\x1a" + data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 255)), min_size=1, max_size=6))
+def test_fuzz_edits_behind_a_valid_crc(edits):
+    body = bytearray(GOLDEN.read_bytes()[:-4])
+    for offset, value in edits:
+        body[offset % len(body)] = value
+    _parse_or_format_error(_with_crc(bytes(body)))
