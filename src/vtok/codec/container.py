@@ -52,13 +52,15 @@ class VtokFormatError(ValueError):
 
 
 class Coder(Protocol):
-    """Turns one image's indices into a payload and back (raw packing or a learned prior)."""
+    """Turns one image's indices (shaped like its tokens: `(k,)` or `(h, w)`, plus a trailing
+    axis for multi-index quantizers) into a payload and back (raw packing or a learned prior).
+    `decode` raises ValueError for a payload it cannot read."""
 
     name: str
 
     def encode(self, indices: np.ndarray) -> bytes: ...
 
-    def decode(self, payload: bytes, count: int) -> np.ndarray: ...
+    def decode(self, payload: bytes, shape: tuple[int, ...]) -> np.ndarray: ...
 
 
 @dataclass
@@ -83,9 +85,9 @@ class VtokFile:
     depth: int = 1  # indices per token
     images: list[ImageTokens] = field(default_factory=list)
 
-    def count(self, image: ImageTokens) -> int:
-        """Indices stored for one image."""
-        return image.num_tokens * self.depth
+    def shape(self, image: ImageTokens) -> tuple[int, ...]:
+        """Shape of one image's indices."""
+        return image.token_shape + ((self.depth,) if self.depth > 1 else ())
 
     def to_bytes(self) -> bytes:
         _check_header(self.tokenizer_id, self.codebook_size, self.coding, self.depth,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from vtok.codec import bitpack
@@ -16,5 +18,5 @@ class RawCoder:
     def encode(self, indices: np.ndarray) -> bytes:
         return bitpack.pack(indices, self.codebook_size)
 
-    def decode(self, payload: bytes, count: int) -> np.ndarray:
-        return bitpack.unpack(payload, count, self.codebook_size)
+    def decode(self, payload: bytes, shape: tuple[int, ...]) -> np.ndarray:
+        return bitpack.unpack(payload, math.prod(shape), self.codebook_size).reshape(shape)

@@ -9,10 +9,36 @@ import numpy as np
 import torch
 
 from vtok.codec.container import Coder, ImageTokens, VtokFile, VtokFormatError
+from vtok.codec.raw import RawCoder
 from vtok.files import atomic_write
-from vtok.models.base import Tokens
+from vtok.models.base import Tokenizer, Tokens
 
 MAX_FILE_BYTES = 1 << 30
+PRIOR_STEM = "prior"  # prior.json + prior.safetensors beside a tokenizer's weights
+
+
+def has_prior(directory: Path) -> bool:
+    return (directory / f"{PRIOR_STEM}.json").exists()
+
+
+def make_coder(coding: str, tok: Tokenizer, directory: Path | None) -> Coder:
+    """The coder for `coding` ("raw" or "entropy"); entropy coding uses the token prior kept
+    in the tokenizer's folder and refuses one made for another tokenizer."""
+    if coding == "raw":
+        return RawCoder(tok.codebook_size)
+    if coding != "entropy":
+        raise ValueError(f"unknown coding {coding!r} (raw or entropy)")
+    from vtok.codec.prior import EntropyCoder, TokenPrior
+
+    if directory is None or not has_prior(directory):
+        raise ValueError(f"entropy coding needs a token prior ({PRIOR_STEM}.json and "
+                         f"{PRIOR_STEM}.safetensors) in the tokenizer folder {directory}; "
+                         f"use --coding raw or train one with scripts/train_prior.py")
+    prior = TokenPrior.load(directory, PRIOR_STEM)
+    if prior.config.tokenizer_id != tok.tokenizer_id:
+        raise ValueError(f"the token prior in {directory} was trained for tokenizer "
+                         f"{prior.config.tokenizer_id}, not {tok.tokenizer_id}")
+    return EntropyCoder(prior)
 
 
 def to_vtok(tokens: Sequence[Tokens], codebook_size: int, coder: Coder,
@@ -49,11 +75,10 @@ def from_vtok(vfile: VtokFile, coder: Coder, tokenizer_id: str | None = None) ->
     out = []
     for i, image in enumerate(vfile.images):
         try:
-            values = coder.decode(image.payload, vfile.count(image))
+            values = coder.decode(image.payload, vfile.shape(image))
         except ValueError as err:
             raise VtokFormatError(f"image {i}: bad payload ({err})") from None
-        shape = (1, *image.token_shape) + ((vfile.depth,) if vfile.depth > 1 else ())
-        indices = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64)).reshape(shape)
+        indices = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64))[None]
         out.append(Tokens(indices, image.token_shape, image.image_size, vfile.tokenizer_id,
                           image.num_tokens))
     return out
