@@ -1,10 +1,10 @@
-# Two entry points for a fresh machine: `make test` (and, later, `make demo`).
+# Two entry points for a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench clean
+.PHONY: install demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# the main job: prepares the default photos, codes them with every shipped tokenizer and with
+# JPEG/WebP/AVIF, prints the table and writes demo/report.html
+demo: $(STAMP)
+	$(VENV)/bin/vtok demo --out demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

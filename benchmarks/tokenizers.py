@@ -23,6 +23,7 @@ from vtok.data.datasets import center_crop, fit_short_side
 from vtok.data.images import read_image
 from vtok.data.photos import photo_paths
 from vtok.eval import psnr, raw_bits
+from vtok.eval.demo import token_counts
 from vtok.losses import LPIPS
 from vtok.models import Tokenizer, list_pretrained
 from vtok.train.loop import load_run_model
@@ -32,17 +33,6 @@ SIZE = 256
 # measured elsewhere on comparable 256x256 photos with real file sizes (issue #3)
 REFERENCES = [("AVIF q0", 0.121, 27.0, 0.272), ("WebP q0", 0.139, 26.5, 0.279),
               ("JPEG q5", 0.296, 24.2, 0.401)]
-
-
-def token_counts(tok: Tokenizer) -> list[int | None]:
-    if tok.architecture != "titok":
-        return [None]
-    k, counts = tok.config.num_latent_tokens, []
-    n = 8
-    while n < k:
-        counts.append(n)
-        n *= 2
-    return [*counts, k]
 
 
 def val_tiles(photos: list[torch.Tensor]) -> torch.Tensor:

@@ -7,12 +7,13 @@ import sys
 from collections.abc import Sequence
 
 import vtok
-from vtok.cli import data_cmd, decode_cmd, encode_cmd, info_cmd, list_cmd, train_cmd
+from vtok.cli import data_cmd, decode_cmd, demo_cmd, encode_cmd, info_cmd, list_cmd, train_cmd
 
 # name -> module with `add_arguments(parser)` and `run(args) -> int`
 COMMANDS = {
     "data": data_cmd,
     "decode": decode_cmd,
+    "demo": demo_cmd,
     "encode": encode_cmd,
     "info": info_cmd,
     "list": list_cmd,

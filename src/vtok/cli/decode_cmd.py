@@ -24,21 +24,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _tokenizer(name: str | None, tokenizer_id: str):
-    from vtok.models import load
-    from vtok.models.presets import shipped_with_id
+    """(tokenizer, its folder)."""
+    from vtok.models import Tokenizer
+    from vtok.models.presets import shipped_with_id, tokenizer_dir
 
     if name is not None:
-        return load(name)
+        directory = tokenizer_dir(name)
+        return Tokenizer.from_pretrained(directory), directory
     found = shipped_with_id(tokenizer_id)
     if found is None:
         raise ValueError(f"no shipped tokenizer has id {tokenizer_id}; name it with -t")
-    return found[1]
+    return found[1], tokenizer_dir(found[0])
 
 
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from vtok.codec import RawCoder, VtokFormatError, from_vtok, read_vtok
+    from vtok.codec import VtokFormatError, from_vtok, read_vtok
+    from vtok.codec.tokens_file import make_coder
     from vtok.files import atomic_write
 
     try:
@@ -47,10 +50,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"vtok decode: {err}", file=sys.stderr)
         return 1
     try:
-        tok = _tokenizer(args.tokenizer, vfile.tokenizer_id)
-        if vfile.coding != "raw":
-            raise ValueError(f"{vfile.coding} coding is not readable by this vtok version")
-        tokens = from_vtok(vfile, RawCoder(tok.codebook_size), tok.tokenizer_id)
+        tok, directory = _tokenizer(args.tokenizer, vfile.tokenizer_id)
+        if tok.tokenizer_id != vfile.tokenizer_id:  # before looking for its prior
+            raise ValueError(f"these tokens were made by tokenizer {vfile.tokenizer_id}; "
+                             f"the tokenizer given is {tok.tokenizer_id}")
+        tokens = from_vtok(vfile, make_coder(vfile.coding, tok, directory), tok.tokenizer_id)
     except ValueError as err:
         print(f"vtok decode: {args.input}: {err}", file=sys.stderr)
         return 1

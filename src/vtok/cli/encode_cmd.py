@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("-n", "--num-tokens", type=int, help="tokens per image (variable-length)")
     how.add_argument("--target-bpp", type=float, help="most bits per pixel per stored image")
     how.add_argument("--target-lpips", type=float, help="LPIPS-Alex each image should reach")
-    parser.add_argument("--coding", choices=["raw"], default="raw",
-                        help="payload coding: raw = ceil(log2 K) bits per token")
+    parser.add_argument("--coding", choices=["raw", "entropy"], default=None,
+                        help="raw: ceil(log2 K) bits per token; entropy: range coding with the "
+                        "token prior shipped beside the tokenizer (the default when it has one)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
 
@@ -40,10 +41,12 @@ def _outputs(args: argparse.Namespace) -> tuple[bool, list[Path]]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vtok.codec import RawCoder, to_vtok, write_vtok
+    from vtok.codec import to_vtok, write_vtok
     from vtok.codec.select import tokens_for_bpp, tokens_for_count, tokens_for_lpips
+    from vtok.codec.tokens_file import has_prior, make_coder
     from vtok.data.images import ImageReadError, has_alpha, read_image
-    from vtok.models import load
+    from vtok.models import Tokenizer
+    from vtok.models.presets import tokenizer_dir
 
     for name in ("target_bpp", "target_lpips"):
         value = getattr(args, name)
@@ -52,11 +55,13 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     try:
-        tok = load(args.tokenizer)
+        directory = tokenizer_dir(args.tokenizer)
+        tok = Tokenizer.from_pretrained(directory)
+        coding = args.coding or ("entropy" if has_prior(directory) else "raw")
+        coder = make_coder(coding, tok, directory)
     except ValueError as err:
         print(f"vtok encode: {err}", file=sys.stderr)
         return 2
-    coder = RawCoder(tok.codebook_size)
     lpips = None
     if args.target_lpips is not None:
         from vtok.losses import LPIPS

@@ -1,0 +1,138 @@
+"""The main job (`vtok demo`): every shipped tokenizer at each of its token counts, stored as
+real .vtok files, against JPEG, WebP and AVIF on the same validation photos and real bytes.
+
+bpp counts every byte of the stored file (headers included) x 8 / pixels, for us and for the
+classic codecs alike; PSNR is per image on 8-bit RGB, averaged; LPIPS is AlexNet v0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from vtok.codec.container import VtokFile
+from vtok.codec.tokens_file import from_vtok, has_prior, make_coder, to_vtok
+from vtok.data.datasets import center_crop
+from vtok.data.images import read_image
+from vtok.data.photos import photo_paths
+from vtok.eval import codecs
+from vtok.eval.metrics import psnr
+from vtok.files import atomic_write_text
+from vtok.losses import LPIPS
+from vtok.models import Tokenizer, list_pretrained
+
+SIZE = 256
+CLASSIC = {"jpeg": [5, 10, 25, 50], "webp": [0, 5, 25, 50], "avif": [0, 10, 30, 50]}
+
+
+@dataclass
+class Result:
+    method: str
+    setting: str
+    bpp: float
+    psnr: float
+    lpips_alex: float
+    n_images: int
+    recons: torch.Tensor = field(repr=False)
+
+    def row(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in
+                ("method", "setting", "bpp", "psnr", "lpips_alex", "n_images")}
+
+
+def token_counts(tok: Tokenizer) -> list[int | None]:
+    """A titok's token counts 8, 16, ... up to its maximum; None (all) for a grid."""
+    if tok.architecture != "titok":
+        return [None]
+    counts, n = [], 8
+    while n < tok.max_tokens:
+        counts.append(n)
+        n *= 2
+    return [*counts, tok.max_tokens]
+
+
+def _score(method: str, setting: str, images: torch.Tensor, recons: torch.Tensor,
+           nbytes: list[int], lpips: LPIPS) -> Result:
+    with torch.no_grad():
+        lp = torch.cat([lpips(a, b) for a, b in zip(images.split(4), recons.split(4))])
+    pixels = images.shape[-1] * images.shape[-2]
+    return Result(method, setting, sum(nbytes) * 8 / (pixels * len(nbytes)),
+                  psnr(images, recons).mean().item(), lp.mean().item(), len(images), recons)
+
+
+def tokenizer_results(name: str, directory: Path, images: torch.Tensor, lpips: LPIPS,
+                      tick: Callable[[], None]) -> list[Result]:
+    tok = Tokenizer.from_pretrained(directory)
+    coding = "entropy" if has_prior(directory) else "raw"
+    coder = make_coder(coding, tok, directory)
+    out = []
+    for k in token_counts(tok):
+        recons, nbytes = [], []
+        for image in images:
+            data = to_vtok([tok.encode(image[None], num_tokens=k)], tok.codebook_size,
+                           coder).to_bytes()
+            (tokens,) = from_vtok(VtokFile.from_bytes(data), coder, tok.tokenizer_id)
+            recons.append(tok.decode(tokens)[0])
+            nbytes.append(len(data))
+            tick()
+        setting = f"{k or tokens.num_tokens} tokens, {coding}"
+        out.append(_score(name, setting, images, torch.stack(recons), nbytes, lpips))
+    return out
+
+
+def classic_results(codec: str, images: torch.Tensor, lpips: LPIPS,
+                    tick: Callable[[], None]) -> list[Result]:
+    out = []
+    for quality in CLASSIC[codec]:
+        recons, nbytes = [], []
+        for image in images:
+            data = codecs.encode(image, codec, quality)
+            recons.append(codecs.decode(data))
+            nbytes.append(len(data))
+            tick()
+        out.append(_score(codec.upper(), f"q{quality}", images, torch.stack(recons), nbytes,
+                          lpips))
+    return out
+
+
+def run_demo(out: Path, limit: int | None = None, progress: bool = True) -> list[Result]:
+    """Compute every row, write results.json, the plots and report.html into `out`."""
+    from vtok.eval.report import write_report
+
+    started = time.time()
+    paths = photo_paths("val")[:limit]
+    images = torch.stack([center_crop(read_image(p), SIZE) for p in paths])
+    lpips = LPIPS("alex")
+    shipped = list_pretrained()
+    classic = [c for c in CLASSIC if codecs.available(c)]
+    total = len(images) * (sum(len(token_counts(Tokenizer.from_pretrained(s["path"])))
+                               for s in shipped) + sum(len(CLASSIC[c]) for c in classic))
+    bar = tqdm(total=total, desc="demo", unit="code", disable=not progress)
+    results = []
+    with torch.no_grad():
+        for entry in shipped:
+            results += tokenizer_results(entry["name"], Path(entry["path"]), images, lpips,
+                                         lambda: bar.update())
+        for codec in classic:
+            results += classic_results(codec, images, lpips, lambda: bar.update())
+    bar.close()
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"size": SIZE, "photos": [p.name for p in paths],
+               "seconds": time.time() - started, "rows": [r.row() for r in results]}
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    write_report(out, results, images, [p.name for p in paths])
+    return results
+
+
+def table(results: list[Result]) -> str:
+    lines = [f"{'method':12s} {'setting':24s} {'bpp':>7s} {'PSNR':>6s} {'LPIPS':>6s}"]
+    lines += [f"{r.method:12s} {r.setting:24s} {r.bpp:7.4f} {r.psnr:6.2f} {r.lpips_alex:6.3f}"
+              for r in results]
+    return "\n".join(lines)
