@@ -38,7 +38,7 @@ RECIPES = {
             warmup=100, gan_start=200, out="runs/pretrained-conv2d-f8-stage2"),
     ],
     "titok-flex": [
-        TrainConfig(preset="titok-cpu", steps=2600, batch_size=8, crop_size=256, min_scale=0.5,
+        TrainConfig(preset="titok-cpu", steps=2000, batch_size=8, crop_size=256, min_scale=0.5,
                     lr=4e-4, warmup=200, gan_weight=0.0, ema_decay=0.999, checkpoint_every=200,
                     sample_every=400, log_every=25, out="runs/pretrained-titok-flex"),
     ],

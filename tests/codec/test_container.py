@@ -167,7 +167,7 @@ def _parse_or_format_error(data: bytes) -> None:
     assert VtokFile.from_bytes(vfile.to_bytes()) == vfile  # what parses is consistent
     for image in vfile.images:
         with contextlib.suppress(ValueError):
-            RawCoder(vfile.codebook_size).decode(image.payload, vfile.count(image))
+            RawCoder(vfile.codebook_size).decode(image.payload, vfile.shape(image))
 
 
 @settings(max_examples=300, deadline=None)

@@ -41,11 +41,14 @@ def _conv2d_f8_cpu() -> TokenizerConfig:
 
 @PRESETS.register("titok-cpu")
 def _titok_cpu() -> TokenizerConfig:
-    """Up to 128 ordered tokens for 256x256 images (16-px patches), binary spherical codes of
-    8 bits (256 codes); small enough to train on a CPU."""
+    """Up to 128 ordered tokens for 256x256 images (16-px patches), 256 codes of 8 dims (8
+    bits per token); small enough to train on a CPU. (VQ: its codes are seeded from the data,
+    so they follow the small image-dependent part of the latents from the first steps; FSQ
+    and BSQ on this model put every image's tokens into the same few codes for hundreds of
+    steps.)"""
     return TiTokConfig(image_size=256, patch_size=16, width=192, depth=4, heads=4,
                        decoder_width=192, decoder_depth=4, decoder_heads=4,
-                       num_latent_tokens=128, latent_dim=8, quantizer="bsq",
+                       num_latent_tokens=128, latent_dim=8, quantizer="vq",
                        quantizer_options={"codebook_size": 256})
 
 
@@ -114,16 +117,21 @@ def _token_counts(arch: str, config: dict[str, Any]) -> dict[str, Any]:
     return {"tokens": f"{n} per 256x256 image (x{factor} grid)", "max_tokens": n}
 
 
-def load(name_or_dir: str | Path) -> Tokenizer:
-    """A shipped tokenizer by name, or any tokenizer directory (config.json + model.safetensors)."""
+def tokenizer_dir(name_or_dir: str | Path) -> Path:
+    """The folder of a shipped tokenizer (by name) or the given tokenizer folder."""
     path = Path(name_or_dir)
     if path.is_dir():
-        return Tokenizer.from_pretrained(path)
-    shipped = {p["name"]: p["path"] for p in list_pretrained()}
+        return path
+    shipped = {p["name"]: Path(p["path"]) for p in list_pretrained()}
     if str(name_or_dir) in shipped:
-        return Tokenizer.from_pretrained(shipped[str(name_or_dir)])
+        return shipped[str(name_or_dir)]
     raise ValueError(f"{name_or_dir!r} is neither a tokenizer directory nor a shipped tokenizer "
                      f"(shipped: {', '.join(shipped) or 'none'})")
+
+
+def load(name_or_dir: str | Path) -> Tokenizer:
+    """A shipped tokenizer by name, or any tokenizer directory (config.json + model.safetensors)."""
+    return Tokenizer.from_pretrained(tokenizer_dir(name_or_dir))
 
 
 def shipped_with_id(tokenizer_id: str) -> tuple[str, Tokenizer] | None:
