@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from vtok.models import list_pretrained
 def test_classic_codecs_round_trip_real_bytes(codec):
     if not codecs.available(codec):
         pytest.skip(f"{codec} not in this Pillow build")
-    image = torch.rand(3, 40, 56)
+    image = torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(0))
     small, large = codecs.encode(image, codec, 5), codecs.encode(image, codec, 90)
     assert len(small) < len(large)
     back = codecs.decode(large)
@@ -21,7 +22,15 @@ def test_classic_codecs_round_trip_real_bytes(codec):
         codecs.encode(image, "png2", 5)
 
 
-def test_demo_writes_results_plots_and_report(tmp_path, capsys):
+def test_demo_writes_results_plots_and_report(tmp_path, capsys, monkeypatch):
+    import skimage
+
+    from vtok.eval import demo
+
+    # the val photos astronaut and coffee, straight from the scikit-image wheel: no cache needed
+    data = Path(skimage.__file__).parent / "data"
+    monkeypatch.setattr(demo, "photo_paths", lambda split: [data / "astronaut.png",
+                                                            data / "coffee.png"])
     assert main(["demo", "--out", str(tmp_path / "d"), "--limit", "1"]) == 0
     out = capsys.readouterr().out
     assert "report:" in out and "JPEG" in out
@@ -40,3 +49,4 @@ def test_demo_writes_results_plots_and_report(tmp_path, capsys):
     for name in ("rd_lpips.png", "rd_psnr.png", "crops/0.png"):
         assert (tmp_path / "d" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["demo", "--limit", "0"]) == 2
+    assert main(["demo", "--out", str(tmp_path / "d" / "results.json")]) == 2

@@ -54,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
         if tok.tokenizer_id != vfile.tokenizer_id:  # before looking for its prior
             raise ValueError(f"these tokens were made by tokenizer {vfile.tokenizer_id}; "
                              f"the tokenizer given is {tok.tokenizer_id}")
-        tokens = from_vtok(vfile, make_coder(vfile.coding, tok, directory), tok.tokenizer_id)
-    except ValueError as err:
+        tokens = from_vtok(vfile, make_coder(vfile.coding, tok, directory), tok)
+        images = [tok.decode(t)[0].mul(255).round().byte().permute(1, 2, 0).numpy()
+                  for t in tokens]
+    except (ValueError, RuntimeError) as err:
         print(f"vtok decode: {args.input}: {err}", file=sys.stderr)
         return 1
     if args.out.suffix.lower() in IMAGE_SUFFIXES:
@@ -73,10 +75,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"vtok decode: {', '.join(existing)} exists (use --force to overwrite)",
               file=sys.stderr)
         return 1
-    for t, out in zip(tokens, outputs):
-        image = tok.decode(t)[0].mul(255).round().byte().permute(1, 2, 0).numpy()
-        out.parent.mkdir(parents=True, exist_ok=True)
+    for image, out in zip(images, outputs):
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(out, lambda tmp, im=image: Image.fromarray(im).save(tmp))
         except (OSError, ValueError) as err:
             print(f"vtok decode: cannot write {out} ({err})", file=sys.stderr)

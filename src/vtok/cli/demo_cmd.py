@@ -19,9 +19,12 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         print(f"vtok demo: --limit must be >= 1, got {args.limit}", file=sys.stderr)
         return 2
+    if args.out.exists() and not args.out.is_dir():
+        print(f"vtok demo: --out {args.out} is a file, not a folder", file=sys.stderr)
+        return 2
     try:
         results = run_demo(args.out, limit=args.limit, progress=sys.stderr.isatty())
-    except RuntimeError as err:  # the default photos could not be prepared
+    except (RuntimeError, ValueError, OSError) as err:  # photos missing or unreadable, ...
         print(f"vtok demo: {err}", file=sys.stderr)
         return 1
     print(table(results))

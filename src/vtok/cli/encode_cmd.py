@@ -1,8 +1,8 @@
 """Encode images into .vtok token files with a tokenizer.
 
-One input and an OUT not naming a folder writes one file; several inputs write one file per
-image into the folder OUT, or all of them into one file when OUT ends in .vtok. Unreadable
-inputs are skipped and named; the others are still written, and the exit code is then 1.
+An OUT ending in .vtok receives every input image in one file; any other OUT is a folder that
+receives NAME.vtok per input. Unreadable inputs are skipped and named; the others are still
+written, and the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -29,13 +29,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _outputs(args: argparse.Namespace) -> tuple[bool, list[Path]]:
     """(one shared file?, output path per input)."""
-    out = args.out
-    single_file = out.suffix == ".vtok" and not out.is_dir()
-    if len(args.inputs) == 1 and single_file:
-        return True, [out]
-    if single_file:
-        return True, [out] * len(args.inputs)
-    return False, [out / f"{path.stem}.vtok" for path in args.inputs]
+    if args.out.suffix == ".vtok" and not args.out.is_dir():
+        return True, [args.out] * len(args.inputs)
+    return False, [args.out / f"{path.stem}.vtok" for path in args.inputs]
+
+
+def _check_request(args: argparse.Namespace, tok) -> None:
+    """Token-count options this tokenizer cannot honour, refused before any work."""
+    asked = [name for name in ("num_tokens", "target_bpp", "target_lpips")
+             if getattr(args, name) is not None]
+    if asked and tok.architecture != "titok":
+        raise ValueError(f"a {tok.architecture} tokenizer has a fixed token count; "
+                         f"--{asked[0].replace('_', '-')} needs a variable-length one (titok)")
+    if args.num_tokens is not None and not 1 <= args.num_tokens <= tok.max_tokens:
+        raise ValueError(f"--num-tokens must be in [1, {tok.max_tokens}], got {args.num_tokens}")
+    for name in ("target_bpp", "target_lpips"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,19 +55,14 @@ def run(args: argparse.Namespace) -> int:
     from vtok.codec import to_vtok, write_vtok
     from vtok.codec.select import tokens_for_bpp, tokens_for_count, tokens_for_lpips
     from vtok.codec.tokens_file import has_prior, make_coder
-    from vtok.data.images import ImageReadError, has_alpha, read_image
+    from vtok.data.images import has_alpha, read_image
     from vtok.models import Tokenizer
     from vtok.models.presets import tokenizer_dir
 
-    for name in ("target_bpp", "target_lpips"):
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            print(f"vtok encode: --{name.replace('_', '-')} must be > 0, got {value}",
-                  file=sys.stderr)
-            return 2
     try:
         directory = tokenizer_dir(args.tokenizer)
         tok = Tokenizer.from_pretrained(directory)
+        _check_request(args, tok)
         coding = args.coding or ("entropy" if has_prior(directory) else "raw")
         coder = make_coder(coding, tok, directory)
     except ValueError as err:
@@ -68,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
 
         lpips = LPIPS("alex")
     shared, outputs = _outputs(args)
+    if not shared and len(set(outputs)) < len(outputs):
+        clash = sorted({str(p) for p in outputs if outputs.count(p) > 1})
+        print(f"vtok encode: several inputs would write {', '.join(clash)}; encode them into "
+              f"one .vtok file or separately", file=sys.stderr)
+        return 2
     if not args.force:
         existing = sorted({str(p) for p in outputs if p.exists()})
         if existing:
@@ -85,24 +96,27 @@ def run(args: argparse.Namespace) -> int:
                 tokens = tokens_for_lpips(tok, image, args.target_lpips, lpips)
             else:
                 tokens = tokens_for_count(tok, image, args.num_tokens)
-        except ImageReadError as err:
-            bad.append(str(err))
+            entry = (tokens, has_alpha(path))
+            if not shared:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_vtok(out, to_vtok([tokens], tok.codebook_size, coder, [entry[1]]),
+                           force=True)
+                done.append(out)
+        except (ValueError, OSError) as err:  # unreadable, too large, unwritable: skip it
+            bad.append(str(err) if str(path) in str(err) else f"{path}: {err}")
             continue
-        except ValueError as err:  # a request this tokenizer cannot meet: stop at once
-            print(f"vtok encode: {err}", file=sys.stderr)
-            return 2
-        kept.append((tokens, has_alpha(path)))
-        if not shared:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            write_vtok(out, to_vtok([tokens], tok.codebook_size, coder, [kept[-1][1]]),
-                       force=True)
-            done.append(out)
+        kept.append(entry)
     if shared and kept:
-        outputs[0].parent.mkdir(parents=True, exist_ok=True)
-        write_vtok(outputs[0], to_vtok([t for t, _ in kept], tok.codebook_size, coder,
-                                       [a for _, a in kept]), force=True)
-        done.append(outputs[0])
-    print(f"encoded {len(kept)} of {len(args.inputs)} images into {len(done)} file(s)"
+        try:
+            outputs[0].parent.mkdir(parents=True, exist_ok=True)
+            write_vtok(outputs[0], to_vtok([t for t, _ in kept], tok.codebook_size, coder,
+                                           [a for _, a in kept]), force=True)
+            done.append(outputs[0])
+        except (ValueError, OSError) as err:
+            print(f"vtok encode: cannot write {outputs[0]} ({err})", file=sys.stderr)
+            return 1
+    print(f"encoded {len(done) if not shared else len(kept)} of {len(args.inputs)} images "
+          f"into {len(done)} file(s)"
           + (f": {done[0]}" if len(done) == 1 else f" in {args.out}" if done else ""))
     for message in bad:
         print(f"skipped {message}", file=sys.stderr)

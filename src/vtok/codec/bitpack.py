@@ -39,12 +39,18 @@ def unpack(data: bytes, count: int, codebook_size: int) -> np.ndarray:
     if len(data) != packed_size(count, codebook_size):
         raise ValueError(f"{count} indices of {width} bits need {packed_size(count, codebook_size)}"
                          f" bytes, got {len(data)}")
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
-    if bits[count * width :].any():
+    raw = np.frombuffer(data, dtype=np.uint8)
+    tail = count * width % 8  # bits of the last byte that belong to indices
+    if tail and np.unpackbits(raw[-1:])[tail:].any():
         raise ValueError("padding bits after the last index are not zero")
-    weights = np.uint64(1) << np.arange(width - 1, -1, -1, dtype=np.uint64)
-    values = (bits[: count * width].reshape(count, width).astype(np.uint64) * weights).sum(1)
-    values = values.astype(np.int64)
+    weights = np.int64(1) << np.arange(width - 1, -1, -1, dtype=np.int64)
+    values = np.empty(count, dtype=np.int64)
+    step = 1 << 16  # indices per chunk: whole bytes (8 | step), bounded temporaries
+    for start in range(0, count, step):
+        n = min(step, count - start)
+        first, last = start * width // 8, -(-(start + n) * width // 8)
+        bits = np.unpackbits(raw[first:last])[: n * width].reshape(n, width)
+        values[start : start + n] = bits @ weights
     if values.size and values.max() >= codebook_size:
         raise ValueError(f"index {values.max()} is outside the codebook of {codebook_size}")
     return values

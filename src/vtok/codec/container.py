@@ -39,7 +39,7 @@ MAGIC = b"\x89VTOK\r\n\x1a"
 VERSION = 1
 CODINGS = ("raw", "entropy")
 MAX_SIDE = 1 << 16  # pixels per image side
-MAX_TOKENS = 1 << 20  # tokens per image
+MAX_TOKENS = 1 << 20  # tokens x indices per token, per image
 MAX_DEPTH = 64  # indices per token
 _HEAD = struct.Struct("<8sHBB8sIBI")
 _IMAGE = struct.Struct("<IIBB")
@@ -97,7 +97,7 @@ class VtokFile:
                             len(self.images))]
         for image in self.images:
             h, w = image.image_size
-            _check_image(h, w, image.token_shape)
+            _check_image(h, w, image.token_shape, self.depth)
             parts.append(_IMAGE.pack(h, w, FLAG_ALPHA if image.alpha else 0,
                                      len(image.token_shape)))
             parts += [_U32.pack(d) for d in image.token_shape]
@@ -128,14 +128,15 @@ def _check_header(tokenizer_id: str, codebook_size: int, coding: str, depth: int
         raise ValueError("a .vtok file holds at least one image")
 
 
-def _check_image(h: int, w: int, token_shape: tuple[int, ...]) -> None:
+def _check_image(h: int, w: int, token_shape: tuple[int, ...], depth: int) -> None:
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
-        raise ValueError(f"image size {h}x{w} is outside 1..{MAX_SIDE} pixels per side")
+        raise ValueError(f"image size {w}x{h} is outside 1..{MAX_SIDE} pixels per side")
     if len(token_shape) not in (1, 2) or min(token_shape) < 1:
         raise ValueError(f"token shape must be (k,) or (h, w) of positive sizes, "
                          f"got {token_shape}")
-    if math.prod(token_shape) > MAX_TOKENS:
-        raise ValueError(f"{math.prod(token_shape)} tokens per image exceed {MAX_TOKENS}")
+    if math.prod(token_shape) * depth > MAX_TOKENS:
+        raise ValueError(f"{math.prod(token_shape)} tokens x {depth} indices per image exceed "
+                         f"{MAX_TOKENS}")
 
 
 class _Reader:
@@ -187,7 +188,7 @@ def _parse(data: memoryview) -> VtokFile:
             raise VtokFormatError(f"image {i}: token rank {rank} (expected 1 or 2)")
         shape = tuple(r.unpack(_U32, f"image {i} token shape")[0] for _ in range(rank))
         try:
-            _check_image(h, w, shape)
+            _check_image(h, w, shape, depth)
         except ValueError as err:
             raise VtokFormatError(f"image {i}: {err}") from None
         (kept,) = r.unpack(_U32, f"image {i} token count")

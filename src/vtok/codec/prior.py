@@ -26,6 +26,7 @@ import constriction
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -126,7 +127,7 @@ class TokenPrior(nn.Module):
             values = json.loads((directory / f"{stem}.json").read_text())
             prior = cls(PriorConfig(**values))
             prior.load_state_dict(load_file(directory / f"{stem}.safetensors"))
-        except (OSError, json.JSONDecodeError, TypeError, RuntimeError) as err:
+        except (OSError, json.JSONDecodeError, TypeError, RuntimeError, SafetensorError) as err:
             raise ValueError(f"{directory}: no readable token prior ({err})") from None
         return prior.eval()
 

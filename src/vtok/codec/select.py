@@ -32,7 +32,8 @@ def _variable(tok: Tokenizer) -> int:
 
 
 def tokens_for_bpp(tok: Tokenizer, image: torch.Tensor, target: float, coder: Coder) -> Tokens:
-    """The longest prefix whose file stays within `target` bpp (at least 1 token)."""
+    """The longest prefix whose file stays within `target` bpp; 1 token when even that is
+    over the budget (a file cannot hold fewer)."""
     full = tok.encode(image[None])
     lo, hi = 1, _variable(tok)
     while lo < hi:  # file size grows with k
@@ -47,6 +48,9 @@ def tokens_for_bpp(tok: Tokenizer, image: torch.Tensor, target: float, coder: Co
 def tokens_for_lpips(tok: Tokenizer, image: torch.Tensor, target: float, lpips) -> Tokens:
     """The shortest prefix whose reconstruction reaches LPIPS <= `target` (all tokens if none
     does). Assumes quality rises with the token count, which the benchmark checks."""
+    if min(image.shape[-2:]) < 32:
+        raise ValueError(f"a {image.shape[-1]}x{image.shape[-2]} image is too small for an "
+                         f"LPIPS target (at least 32 pixels per side)")
     full = tok.encode(image[None])
     lo, hi = 1, _variable(tok)
     with torch.no_grad():

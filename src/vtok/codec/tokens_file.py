@@ -64,14 +64,28 @@ def to_vtok(tokens: Sequence[Tokens], codebook_size: int, coder: Coder,
     return out
 
 
-def from_vtok(vfile: VtokFile, coder: Coder, tokenizer_id: str | None = None) -> list[Tokens]:
-    """One `Tokens` (batch of 1) per image. With `tokenizer_id`, refuse another tokenizer's
-    file naming both ids; a payload the coder cannot read raises VtokFormatError."""
+def from_vtok(vfile: VtokFile, coder: Coder,
+              tokenizer: Tokenizer | str | None = None) -> list[Tokens]:
+    """One `Tokens` (batch of 1) per image.
+
+    With a tokenizer id, refuse another tokenizer's file naming both ids. With the Tokenizer
+    itself, also refuse, before any payload is decoded, images whose size, token shape,
+    codebook or depth it could not have produced (VtokFormatError naming the image). A payload
+    the coder cannot read raises VtokFormatError.
+    """
+    tokenizer_id = tokenizer.tokenizer_id if isinstance(tokenizer, Tokenizer) else tokenizer
     if tokenizer_id is not None and tokenizer_id != vfile.tokenizer_id:
         raise ValueError(f"these tokens were made by tokenizer {vfile.tokenizer_id}; "
                          f"the tokenizer given is {tokenizer_id}")
     if coder.name != vfile.coding:
         raise ValueError(f"the file is {vfile.coding}-coded; a {coder.name} coder cannot read it")
+    if isinstance(tokenizer, Tokenizer):
+        for i, image in enumerate(vfile.images):
+            try:
+                tokenizer.check_tokens(image.image_size, image.token_shape, vfile.depth,
+                                       vfile.codebook_size)
+            except ValueError as err:
+                raise VtokFormatError(f"image {i}: {err}") from None
     out = []
     for i, image in enumerate(vfile.images):
         try:

@@ -27,6 +27,7 @@ from vtok.registry import Registry
 
 ARCHITECTURES: Registry[type[Tokenizer]] = Registry("tokenizer architecture")
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+MAX_DECODE_PIXELS = 1 << 24  # 16.7 megapixels: larger images are not decoded (split them)
 
 
 @dataclass
@@ -111,6 +112,27 @@ class Tokenizer(nn.Module):
     def _decode(self, tokens: Tokens) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def _check_token_shape(self, image_size: tuple[int, int],
+                           token_shape: tuple[int, ...]) -> None:  # pragma: no cover
+        """Raise ValueError unless this tokenizer gives `token_shape` for `image_size`."""
+        raise NotImplementedError
+
+    def check_tokens(self, image_size: tuple[int, int], token_shape: tuple[int, ...],
+                     depth: int = 1, codebook_size: int | None = None) -> None:
+        """Refuse token metadata (from a file, say) that this tokenizer could not have made,
+        before any decoding work: ValueError naming the mismatch."""
+        h, w = image_size
+        if h * w > MAX_DECODE_PIXELS:
+            raise ValueError(f"{w}x{h} pixels exceed the {MAX_DECODE_PIXELS} a tokenizer "
+                             f"decodes at once")
+        if codebook_size is not None and codebook_size != self.codebook_size:
+            raise ValueError(f"tokens from a codebook of {codebook_size} codes; this tokenizer "
+                             f"has {self.codebook_size}")
+        if depth != self.quantizer.num_codebooks:
+            raise ValueError(f"{depth} indices per token; this tokenizer uses "
+                             f"{self.quantizer.num_codebooks}")
+        self._check_token_shape((h, w), tuple(token_shape))
+
     # -- coding path ---------------------------------------------------------------------
     @property
     def codebook_size(self) -> int:
@@ -119,6 +141,9 @@ class Tokenizer(nn.Module):
     @torch.no_grad()
     def encode(self, images: Tensor, num_tokens: int | None = None) -> Tokens:
         check_images(images)
+        if images.shape[-1] * images.shape[-2] > MAX_DECODE_PIXELS:
+            raise ValueError(f"{images.shape[-1]}x{images.shape[-2]} pixels exceed the "
+                             f"{MAX_DECODE_PIXELS} a tokenizer codes at once")
         with eval_mode(self):
             return self._encode(images, num_tokens)
 

@@ -6,9 +6,17 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens, pad_to_multiple
+from vtok.models.base import (
+    ARCHITECTURES,
+    Tokenizer,
+    TokenizerConfig,
+    Tokens,
+    eval_mode,
+    pad_to_multiple,
+)
 from vtok.nn import AttentionBlock2d, Downsample, ResBlock, Upsample, group_norm
 
 
@@ -104,6 +112,19 @@ class ConvTokenizer(Tokenizer):
 
     def last_layer(self) -> Tensor:
         return self.decoder.layers[-1].weight
+
+    def _check_token_shape(self, image_size: tuple[int, int],
+                           token_shape: tuple[int, ...]) -> None:
+        f = self.config.downsample
+        grid = (-(-image_size[0] // f), -(-image_size[1] // f))
+        with torch.no_grad(), eval_mode(self.quantizer):  # the quantizer's own token layout
+            z = torch.zeros(1, *grid, self.config.latent_dim)
+            shape = tuple(self.quantizer(z).indices.shape[1:])
+        if self.quantizer.num_codebooks > 1:
+            shape = shape[:-1]
+        if token_shape != shape:
+            raise ValueError(f"a {image_size[1]}x{image_size[0]} image gives tokens of shape "
+                             f"{shape} with this tokenizer, not {token_shape}")
 
     def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:
         out = self._quantize(images)

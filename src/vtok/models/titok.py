@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens, pad_to_multiple
 from vtok.nn import TransformerBlock
+from vtok.nn.transformer import sincos_2d
 
 
 @dataclass
@@ -65,16 +66,18 @@ class TiTokTokenizer(Tokenizer):
         c = config
         p, side, k = c.patch_size, c.image_size // c.patch_size, c.num_latent_tokens
         self.patch_embed = nn.Conv2d(3, c.width, p, stride=p)
-        self.patch_pos = nn.Parameter(torch.randn(1, side * side, c.width) * 0.02)
-        self.latents = nn.Parameter(torch.randn(1, k, c.width) * 0.02)
+        # positions start as a sine-cosine table (the decoder gets spatial structure from the
+        # first step) and latent tokens at TiTok's width**-0.5 scale; all stay learnable
+        self.patch_pos = nn.Parameter(sincos_2d(side, c.width))
+        self.latents = nn.Parameter(torch.randn(1, k, c.width) * c.width**-0.5)
         self.encoder = nn.ModuleList(TransformerBlock(c.width, c.heads) for _ in range(c.depth))
         self.encoder_norm = nn.LayerNorm(c.width)
         self.to_latent = nn.Linear(c.width, c.latent_dim)
 
         self.from_latent = nn.Linear(c.latent_dim, c.decoder_width)
-        self.token_pos = nn.Parameter(torch.randn(1, k, c.decoder_width) * 0.02)
+        self.token_pos = nn.Parameter(torch.randn(1, k, c.decoder_width) * c.decoder_width**-0.5)
         self.mask_token = nn.Parameter(torch.randn(1, 1, c.decoder_width) * 0.02)
-        self.mask_pos = nn.Parameter(torch.randn(1, side * side, c.decoder_width) * 0.02)
+        self.mask_pos = nn.Parameter(sincos_2d(side, c.decoder_width))
         self.decoder = nn.ModuleList(
             TransformerBlock(c.decoder_width, c.decoder_heads) for _ in range(c.decoder_depth))
         self.decoder_norm = nn.LayerNorm(c.decoder_width)
@@ -113,6 +116,18 @@ class TiTokTokenizer(Tokenizer):
         img = img.reshape(b, 3, gh * p, gw * p)
         return (img[..., : size[0], : size[1]] + 1) / 2
 
+    def _check_token_shape(self, image_size: tuple[int, int],
+                           token_shape: tuple[int, ...]) -> None:
+        if len(token_shape) != 1 or not 1 <= token_shape[0] <= self.max_tokens:
+            raise ValueError(f"this tokenizer gives 1 to {self.max_tokens} tokens in a "
+                             f"sequence, not {token_shape}")
+        gh, gw = self._grid(image_size)
+        native = (self.config.image_size // self.config.patch_size) ** 2
+        if gh * gw > 16 * native:
+            raise ValueError(f"a {image_size[1]}x{image_size[0]} image is more than 16 times "
+                             f"the {self.config.image_size}x{self.config.image_size} this "
+                             f"tokenizer was made for")
+
     def _check_count(self, num_tokens: int | None) -> int:
         k = self.max_tokens
         if num_tokens is None:
@@ -135,6 +150,7 @@ class TiTokTokenizer(Tokenizer):
 
     def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:
         k = self._check_count(num_tokens)
+        self._check_token_shape(tuple(images.shape[-2:]), (k,))
         indices = self._quantize(images).indices[:, :k]
         return Tokens(indices, (k,), tuple(images.shape[-2:]), self.tokenizer_id, k)
 

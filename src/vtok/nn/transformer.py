@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -38,3 +39,16 @@ class TransformerBlock(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         x = x + self.attn(self.norm1(x), bias)
         return x + self.mlp(self.norm2(x))
+
+
+def sincos_2d(side: int, dim: int) -> Tensor:
+    """Fixed 2D sine-cosine position table `[1, side*side, dim]` (MAE-style), rows then columns;
+    a quarter of the channels each for sin/cos of x and of y at geometric frequencies."""
+    if dim % 4:
+        raise ValueError(f"sincos_2d needs dim divisible by 4, got {dim}")
+    q = dim // 4
+    freq = 1.0 / 10000 ** (torch.arange(q, dtype=torch.float32) / q)
+    y, x = torch.meshgrid(torch.arange(side, dtype=torch.float32),
+                          torch.arange(side, dtype=torch.float32), indexing="ij")
+    x, y = x.reshape(-1, 1) * freq, y.reshape(-1, 1) * freq
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], 1)[None]
