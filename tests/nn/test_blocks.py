@@ -20,3 +20,17 @@ def test_blocks_keep_shapes_and_pass_gradients():
     assert t.shape == (2, 7, 16)
     with pytest.raises(ValueError, match="heads must divide dim=16, got heads=3"):
         TransformerBlock(16, 3)
+
+
+def test_sincos_table_known_values():
+    from vtok.nn.transformer import sincos_2d
+
+    table = sincos_2d(3, 8)
+    assert table.shape == (1, 9, 8)
+    assert torch.equal(table[0, 0], torch.tensor([0.0, 0, 1, 1, 0, 0, 1, 1]))
+    # position 5 = row 1, column 2; the first frequency is 1
+    assert torch.allclose(table[0, 5, [0, 2, 4, 6]],
+                          torch.tensor([2.0, 2.0, 1.0, 1.0]).sin() * torch.tensor([1, 0, 1, 0])
+                          + torch.tensor([2.0, 2.0, 1.0, 1.0]).cos() * torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="divisible by 4, got 6"):
+        sincos_2d(2, 6)
