@@ -12,8 +12,12 @@ from vtok.losses import LPIPS
 SHIPPED = [p["name"] for p in vtok.list_pretrained()]
 
 
+# floors well below what the benchmark measures on this photo, to catch broken weights
+FLOORS = {"conv2d-f8": (17.0, 0.5)}  # PSNR above, LPIPS below
+
+
 def test_the_shipped_tokenizers_are_listed():
-    assert "conv2d-f8" in SHIPPED
+    assert sorted(SHIPPED) == ["conv2d-f8"]
     entry = next(p for p in vtok.list_pretrained() if p["name"] == "conv2d-f8")
     assert entry["architecture"] == "conv2d"
     assert entry["max_tokens"] == 1024 and entry["tokens"] == "1024 per 256x256 image (x8 grid)"
@@ -33,25 +37,33 @@ def test_shipped_tokenizer_reconstructs_a_held_out_photo(name, val_photo):
     tokens = tok.encode(val_photo)
     recon = tok.decode(tokens)
     assert recon.shape == val_photo.shape
-    assert psnr(val_photo, recon).item() > 17
-    assert LPIPS("alex")(val_photo, recon).item() < 0.5
+    assert psnr(val_photo, recon).item() > FLOORS[name][0]
+    assert LPIPS("alex")(val_photo, recon).item() < FLOORS[name][1]
     assert tok.tokenizer_id == vtok.load(name).tokenizer_id  # stable across loads
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_tokens_round_trip_through_a_vtok_file(name, val_photo, tmp_path):
-    from vtok.codec import RawCoder, from_vtok, read_vtok, to_vtok, write_vtok
+    from vtok.codec import from_vtok, read_vtok, to_vtok, write_vtok
+    from vtok.codec.tokens_file import has_prior, make_coder
+    from vtok.models.presets import tokenizer_dir
 
-    tok = vtok.load(name)
+    tok, directory = vtok.load(name), tokenizer_dir(name)
+    assert has_prior(directory), f"{name} ships without its token prior"
     tokens = tok.encode(val_photo)
-    coder = RawCoder(tok.codebook_size)
-    write_vtok(tmp_path / "x.vtok", to_vtok([tokens], tok.codebook_size, coder))
-    (back,) = from_vtok(read_vtok(tmp_path / "x.vtok"), coder, tok.tokenizer_id)
-    assert torch.equal(back.indices, tokens.indices)
+    sizes = {}
+    for coding in ("raw", "entropy"):
+        coder = make_coder(coding, tok, directory)
+        path = tmp_path / f"{coding}.vtok"
+        write_vtok(path, to_vtok([tokens], tok.codebook_size, coder))
+        (back,) = from_vtok(read_vtok(path), coder, tok.tokenizer_id)
+        assert torch.equal(back.indices, tokens.indices)
+        sizes[coding] = path.stat().st_size
     bits = (tok.codebook_size - 1).bit_length()
     payload = -(-tokens.num_tokens * bits // 8)
     header = 29 + 18 + 4 * len(tokens.token_shape) + 4  # file header, image entry, CRC
-    assert (tmp_path / "x.vtok").stat().st_size == header + payload
+    assert sizes["raw"] == header + payload
+    assert sizes["entropy"] < sizes["raw"]
 
 
 def test_shipped_files_are_only_config_weights_and_notes():
@@ -59,7 +71,8 @@ def test_shipped_files_are_only_config_weights_and_notes():
         from pathlib import Path
 
         names = sorted(p.name for p in Path(entry["path"]).iterdir())
-        assert names == ["TRAINING.md", "config.json", "model.safetensors"]
+        assert names == ["TRAINING.md", "config.json", "model.safetensors", "prior.json",
+                         "prior.safetensors"]
 
 
 def test_read_image_is_the_path_used_for_files(tmp_path):

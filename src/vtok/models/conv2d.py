@@ -118,7 +118,8 @@ class ConvTokenizer(Tokenizer):
         f = self.config.downsample
         grid = (-(-image_size[0] // f), -(-image_size[1] // f))
         with torch.no_grad(), eval_mode(self.quantizer):  # the quantizer's own token layout
-            z = torch.zeros(1, *grid, self.config.latent_dim)
+            z = torch.zeros(1, *grid, self.config.latent_dim,
+                            device=self.decoder.layers[-1].weight.device)
             shape = tuple(self.quantizer(z).indices.shape[1:])
         if self.quantizer.num_codebooks > 1:
             shape = shape[:-1]
