@@ -1,4 +1,4 @@
-"""Token files: the .vtok container, raw bit packing and (later) entropy coding with a prior."""
+"""Token files: the .vtok container, raw bit packing and entropy coding with a learned prior."""
 
 from vtok.codec.container import ImageTokens, VtokFile, VtokFormatError
 from vtok.codec.raw import RawCoder
