@@ -67,9 +67,8 @@ def _score(method: str, setting: str, images: torch.Tensor, recons: torch.Tensor
                   psnr(images, recons).mean().item(), lp.mean().item(), len(images), recons)
 
 
-def tokenizer_results(name: str, directory: Path, images: torch.Tensor, lpips: LPIPS,
-                      tick: Callable[[], None]) -> list[Result]:
-    tok = Tokenizer.from_pretrained(directory)
+def tokenizer_results(name: str, tok: Tokenizer, directory: Path, images: torch.Tensor,
+                      lpips: LPIPS, tick: Callable[[], None]) -> list[Result]:
     coding = "entropy" if has_prior(directory) else "raw"
     coder = make_coder(coding, tok, directory)
     out = []
@@ -110,15 +109,16 @@ def run_demo(out: Path, limit: int | None = None, progress: bool = True) -> list
     paths = photo_paths("val")[:limit]
     images = torch.stack([center_crop(read_image(p), SIZE) for p in paths])
     lpips = LPIPS("alex")
-    shipped = list_pretrained()
+    shipped = [(e["name"], Tokenizer.from_pretrained(e["path"]), Path(e["path"]))
+               for e in list_pretrained()]
     classic = [c for c in CLASSIC if codecs.available(c)]
-    total = len(images) * (sum(len(token_counts(Tokenizer.from_pretrained(s["path"])))
-                               for s in shipped) + sum(len(CLASSIC[c]) for c in classic))
+    total = len(images) * (sum(len(token_counts(tok)) for _, tok, _ in shipped)
+                           + sum(len(CLASSIC[c]) for c in classic))
     bar = tqdm(total=total, desc="demo", unit="code", disable=not progress)
     results = []
     with torch.no_grad():
-        for entry in shipped:
-            results += tokenizer_results(entry["name"], Path(entry["path"]), images, lpips,
+        for name, tok, directory in shipped:
+            results += tokenizer_results(name, tok, directory, images, lpips,
                                          lambda: bar.update())
         for codec in classic:
             results += classic_results(codec, images, lpips, lambda: bar.update())
