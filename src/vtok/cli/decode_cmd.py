@@ -38,10 +38,9 @@ def _tokenizer(name: str | None, tokenizer_id: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image
-
     from vtok.codec import VtokFormatError, from_vtok, read_vtok
     from vtok.codec.tokens_file import make_coder
+    from vtok.eval.codecs import to_pil
     from vtok.files import atomic_write
 
     try:
@@ -55,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"these tokens were made by tokenizer {vfile.tokenizer_id}; "
                              f"the tokenizer given is {tok.tokenizer_id}")
         tokens = from_vtok(vfile, make_coder(vfile.coding, tok, directory), tok)
-        images = [tok.decode(t)[0].mul(255).round().byte().permute(1, 2, 0).numpy()
-                  for t in tokens]
+        images = [to_pil(tok.decode(t)[0]) for t in tokens]
     except (ValueError, RuntimeError) as err:
         print(f"vtok decode: {args.input}: {err}", file=sys.stderr)
         return 1
@@ -78,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     for image, out in zip(images, outputs):
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(out, lambda tmp, im=image: Image.fromarray(im).save(tmp))
+            atomic_write(out, lambda tmp, im=image: im.save(tmp))
         except (OSError, ValueError) as err:
             print(f"vtok decode: cannot write {out} ({err})", file=sys.stderr)
             return 1

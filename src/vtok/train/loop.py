@@ -26,8 +26,9 @@ from vtok.data.photos import photo_paths
 from vtok.files import atomic_write_text
 from vtok.losses.gan import LeCam, PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
 from vtok.losses.perceptual import LPIPS
-from vtok.models import Tokenizer, create_tokenizer, list_pretrained
+from vtok.models import Tokenizer, create_tokenizer
 from vtok.models.base import WEIGHTS_FILE, read_config
+from vtok.models.presets import tokenizer_dir
 from vtok.train import checkpoint as ckpt
 from vtok.train.config import TrainConfig
 from vtok.train.distributed import Context, any_true, mean_over_ranks, setup, teardown
@@ -239,12 +240,10 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
 def init_from(model: Tokenizer, directory: Path) -> None:
     """Fine-tuning: copy the weights of a tokenizer directory or training run into `model`,
     refusing another architecture or a configuration whose weights do not fit."""
-    if not directory.exists():
-        shipped = {p["name"]: Path(p["path"]) for p in list_pretrained()}
-        if str(directory) not in shipped:
-            raise ValueError(f"TrainConfig.init: {directory} is neither a tokenizer directory "
-                             f"nor a shipped tokenizer (shipped: {', '.join(shipped) or 'none'})")
-        directory = shipped[str(directory)]
+    try:
+        directory = tokenizer_dir(directory)
+    except ValueError as err:
+        raise ValueError(f"TrainConfig.init: {err}") from None
     source = directory / "model" if (directory / "model" / "config.json").exists() else directory
     arch, _ = read_config(source)
     if arch != model.architecture:
