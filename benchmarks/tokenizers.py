@@ -26,6 +26,7 @@ from vtok.eval import psnr, raw_bits
 from vtok.eval.demo import token_counts
 from vtok.losses import LPIPS
 from vtok.models import Tokenizer, list_pretrained
+from vtok.train.distill import latest_student
 from vtok.train.loop import load_run_model
 
 OUT = Path(__file__).parent / "results" / "tokenizers.json"
@@ -82,6 +83,15 @@ def rises(rows: list[dict], key: str, sign: int = 1) -> bool:
     return all(b > a for a, b in zip(values, values[1:]))
 
 
+def load_any(path: Path) -> Tokenizer:
+    """A tokenizer folder, a training run or a distillation run (its latest weights)."""
+    if (path / "model.safetensors").exists():
+        return Tokenizer.from_pretrained(path)
+    if (path / "distill.json").exists():
+        return latest_student(path)
+    return load_run_model(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", action="append", default=[],
@@ -93,9 +103,7 @@ def main() -> None:
     images = torch.stack([center_crop(p, SIZE) for p in photos])
     tiles = val_tiles(photos)
     if args.tokenizer:
-        models = [(Path(t).name, load_run_model(t) if (Path(t) / "config.json").exists()
-                   and not (Path(t) / "model.safetensors").exists()
-                   else Tokenizer.from_pretrained(t)) for t in args.tokenizer]
+        models = [(Path(t).name, load_any(Path(t))) for t in args.tokenizer]
     else:
         models = [(p["name"], Tokenizer.from_pretrained(p["path"])) for p in list_pretrained()]
     lpips = LPIPS("alex")

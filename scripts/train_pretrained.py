@@ -3,10 +3,12 @@
     python scripts/train_pretrained.py conv2d-f8        # or titok-flex; add --resume to continue
 
 A recipe is one or more stages run in order on the default photos' train split (never the val
-split); each later stage starts from the weights the stage before exported. A stage whose run
-folder already holds an exported model is not run again. At the end the last stage's EMA model
-is copied to src/vtok/pretrained/NAME/ with TRAINING.md: the command, the machine, each stage's
-recipe and wall time and the last training metrics. Works under torchrun.
+split); each later stage starts from the weights the stage before exported. A stage is a
+TrainConfig (`vtok.train`, works under torchrun) or a DistillConfig (`vtok.train.distill`, one
+process, teaching a titok a shipped conv2d's codes). A stage whose run folder already holds an
+exported model is not run again. At the end the last stage's EMA model is copied to
+src/vtok/pretrained/NAME/ (in float16 where HALF says so, to stay small) with TRAINING.md: the
+command, the machine, each stage's recipe and wall time and the last training metrics.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from pathlib import Path
 
 import torch
 
+from vtok.models import load
 from vtok.train import TrainConfig, train
+from vtok.train.distill import DistillConfig, distill
 
 ROOT = Path(__file__).resolve().parents[1]
 _CONV2D_STAGE1 = TrainConfig(
@@ -38,40 +42,43 @@ RECIPES = {
             warmup=100, gan_start=200, out="runs/pretrained-conv2d-f8-stage2"),
     ],
     "titok-flex": [
-        # NOT shipped: after 2000 steps (44 min) its reconstructions barely depend on the tokens
-        # (val PSNR 11.4-11.5 dB at every token count); kept as the starting point.
-        # LPIPS at full weight from the start drove the decoder to one texture for every image
-        # (tokens unused); a small LPIPS weight next to L1 + L2 lets it learn content first
-        TrainConfig(preset="titok-cpu", steps=2000, batch_size=8, crop_size=256, min_scale=0.5,
-                    lr=4e-4, warmup=200, l2_weight=1.0, lpips_weight=0.1, gan_weight=0.0,
-                    ema_decay=0.999, checkpoint_every=200,
-                    sample_every=400, log_every=25, out="runs/pretrained-titok-flex"),
+        # the transformers learn conv2d-f8's codes from its frozen encoder's latent grid; pixel
+        # training of a 1D tokenizer from scratch (TrainConfig with preset titok-cpu, 2000
+        # steps, 44 min) gave reconstructions that barely depended on the tokens (val PSNR
+        # 11.4-11.5 dB at every token count)
+        DistillConfig(teacher="conv2d-f8", preset="titok-f8-cpu", steps=4000, crops=8192,
+                      batch_size=32, out="runs/pretrained-titok-f8"),
     ],
 }
+HALF = {"titok-flex"}  # stored in float16: 13 MB instead of 27 MB
 
 
-def stage_done(config: TrainConfig) -> bool:
+def stage_done(config: TrainConfig | DistillConfig) -> bool:
     return (Path(config.out) / "model" / "config.json").exists()
 
 
-def stage_lines(config: TrainConfig, number: int) -> list[str]:
+def stage_lines(config: TrainConfig | DistillConfig, number: int) -> list[str]:
     summary_path = Path(config.out) / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     minutes = f"{summary['seconds'] / 60:.1f} min" if "seconds" in summary else "not recorded"
+    if isinstance(config, DistillConfig):
+        kind = f"distillation from {config.teacher} (one process)"
+    else:
+        kind = (f"world size {summary.get('world_size', '?')}, "
+                f"{summary.get('skipped_steps', '?')} steps skipped by the NaN guard")
     return [
-        f"### stage {number}: {config.steps} steps, wall time {minutes}, "
-        f"world size {summary.get('world_size', '?')}, "
-        f"{summary.get('skipped_steps', '?')} steps skipped by the NaN guard",
+        f"### stage {number}: {config.steps} steps, wall time {minutes}, {kind}",
         "",
         f"`{json.dumps(config.to_dict())}`",
         "",
     ]
 
 
-def write_record(name: str, stages: list[TrainConfig], dest: Path) -> None:
+def write_record(name: str, stages: list[TrainConfig | DistillConfig], dest: Path) -> None:
     with open(Path(stages[-1].out) / "log.csv") as f:
         rows = list(csv.DictReader(f))
-    keys = ("l1", "lpips", "psnr", "usage", "perplexity", "loss")
+    keys = ("l1", "lpips", "psnr", "usage", "perplexity", "loss", "mse", "accuracy",
+            "val_mse_8", "val_mse_32", "val_mse_128")
     last = {k: v for k, v in rows[-1].items() if k in keys}
     lines = [
         f"# {name}",
@@ -102,12 +109,15 @@ def main() -> int:
             print(f"stage {number}: {config.out} already holds its model, not run again")
             continue
         resume = args.resume and (Path(config.out) / "checkpoints").is_dir()
-        train(config, resume=resume)
+        (distill if isinstance(config, DistillConfig) else train)(config, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     dest = ROOT / "src" / "vtok" / "pretrained" / args.name
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(Path(stages[-1].out) / "model", dest)
+    if args.name in HALF:
+        load(Path(stages[-1].out) / "model").save_pretrained(dest, dtype=torch.float16)
+    else:
+        shutil.copytree(Path(stages[-1].out) / "model", dest)
     write_record(args.name, stages, dest)
     print(f"wrote {dest}")
     return 0

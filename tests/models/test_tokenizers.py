@@ -11,6 +11,7 @@ from vtok.models import (
     ConvTokenizer,
     TiTokTokenizer,
     Tokenizer,
+    Tokens,
     create_tokenizer,
     load,
     preset_config,
@@ -130,6 +131,40 @@ def test_titok_nested_dropout_trains_on_random_prefixes():
     assert len(counts) > 3 and max(counts) <= 8
 
 
+def test_conv_titok_decodes_its_grid_logits_through_the_conv_decoder():
+    model = create_tokenizer("test-titok-conv")
+    teacher = create_tokenizer("test-conv2d")
+    model.pixel_decoder.load_state_dict(teacher.decoder.state_dict())
+    codes = teacher.quantizer.decode(torch.arange(16))
+    model.grid_codebook.data.copy_(codes)
+    tokens = model.encode(_images(2, 29, 45))
+    logits = model.decode_grid(model.quantizer.decode(tokens.indices), model._grid((29, 45)))
+    assert logits.shape == (2, 16, 16, 24)  # 16 codes over a grid of 4x6 patches of 4x4 cells
+    # hard decoding is the teacher's decoder on the likeliest codes; soft mixes the codes
+    hard = create_tokenizer("test-titok-conv", grid_decode="hard")
+    hard.load_state_dict(model.state_dict())
+    expected = teacher._to_pixels(codes[logits.argmax(1)], (29, 45)).clamp(0, 1)
+    got = hard.decode(Tokens(tokens.indices, tokens.token_shape, (29, 45), hard.tokenizer_id,
+                             tokens.num_tokens))
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(model.decode(tokens), got, atol=1e-3)
+
+
+def test_float16_storage_halves_the_file_and_loads_as_float32(tmp_path):
+    model = create_tokenizer("test-titok-conv")
+    model.save_pretrained(tmp_path / "full")
+    model.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    full, half = (tmp_path / d / "model.safetensors" for d in ("full", "half"))
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = _images()
+    assert torch.allclose(loaded.decode(loaded.encode(x)), model.decode(model.encode(x)),
+                          atol=0.02)
+    again = load(tmp_path / "half")
+    assert again.tokenizer_id == loaded.tokenizer_id  # the id is that of the stored weights
+
+
 def test_encode_leaves_the_model_state_alone():
     model = create_tokenizer("test-conv2d").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -169,6 +204,11 @@ def test_only_safetensors_are_read(tmp_path):
 def test_bad_configs_name_the_field():
     with pytest.raises(ValueError, match="ConvTokenizerConfig.channels must be an integer >= 1"):
         create_tokenizer("test-conv2d", channels=0)
+    with pytest.raises(ValueError, match="pixel_codec must be one of"):
+        create_tokenizer("test-titok", pixel_codec="vae")
+    with pytest.raises(ValueError, match=r"patch_size \(6\) must be a multiple of the conv"):
+        create_tokenizer("test-titok-conv", patch_size=6, image_size=36,
+                         conv_channel_mult=(1, 2, 2))
     with pytest.raises(ValueError, match="preset 'test-titok' has no field colour"):
         preset_config("test-titok", colour=3)
     with pytest.raises(ValueError, match="must be a multiple of patch_size"):

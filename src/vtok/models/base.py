@@ -181,13 +181,19 @@ class Tokenizer(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # -- files -----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write `config.json` and `model.safetensors` (each to a temp name, then renamed)."""
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write `config.json` and `model.safetensors` (each to a temp name, then renamed).
+
+        `dtype` (e.g. torch.float16) stores floating point tensors at that precision, halving
+        the file; loading casts them back to the model's own precision.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"architecture": self.architecture, "vtok_version": vtok.__version__,
                   "config": self.config.to_dict()}
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
         atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         return directory

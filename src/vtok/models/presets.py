@@ -32,6 +32,16 @@ def _test_titok() -> TokenizerConfig:
                        quantizer_options={"codebook_size": 16})
 
 
+@PRESETS.register("test-titok-conv")
+def _test_titok_conv() -> TokenizerConfig:
+    """Tiny 1D tokenizer over test-conv2d's latent grid (its student in distillation tests)."""
+    conv = _test_conv2d()
+    return dataclasses.replace(
+        _test_titok(), pixel_codec="conv", conv_channels=conv.channels,
+        conv_channel_mult=conv.channel_mult, conv_num_res_blocks=conv.num_res_blocks,
+        conv_latent_dim=conv.latent_dim, grid_codes=conv.quantizer_options["codebook_size"])
+
+
 @PRESETS.register("conv2d-f8-cpu")
 def _conv2d_f8_cpu() -> TokenizerConfig:
     """x8 grid, 128 codes: 1024 tokens x 7 bits = 0.109 bpp at 256x256; trains on a CPU."""
@@ -50,6 +60,23 @@ def _titok_cpu() -> TokenizerConfig:
                        decoder_width=192, decoder_depth=4, decoder_heads=4,
                        num_latent_tokens=128, latent_dim=8, quantizer="vq",
                        quantizer_options={"codebook_size": 256})
+
+
+@PRESETS.register("titok-f8-cpu")
+def _titok_f8_cpu() -> TokenizerConfig:
+    """Up to 128 ordered tokens (512 codes, 9 bits each) over conv2d-f8-cpu's latent grid:
+    the transformers read 4x4 cells of the 32x32 grid and predict one of its 128 codes per
+    cell, so they train on the CPU by distillation from a trained conv2d-f8-cpu
+    (`vtok.train.distill`) without ever decoding pixels."""
+    conv = _conv2d_f8_cpu()
+    return TiTokConfig(image_size=256, patch_size=32, width=192, depth=4, heads=4,
+                       decoder_width=192, decoder_depth=4, decoder_heads=4,
+                       num_latent_tokens=128, latent_dim=12, quantizer="vq",
+                       quantizer_options={"codebook_size": 512}, pixel_codec="conv",
+                       conv_channels=conv.channels, conv_channel_mult=conv.channel_mult,
+                       conv_num_res_blocks=conv.num_res_blocks,
+                       conv_latent_dim=conv.latent_dim,
+                       grid_codes=conv.quantizer_options["codebook_size"])
 
 
 @PRESETS.register("vqgan-f16")

@@ -5,6 +5,14 @@ outputs are quantized into a 1D sequence of K tokens. The decoder reads mask tok
 patch) together with the first k quantized tokens and predicts the patches' pixels. Training
 with nested dropout of the tail tokens (FlexTok, Bachmann et al., 2025; One-D-Piece, Miwa et
 al., 2025) orders the tokens coarse to fine, so `encode(x, num_tokens=k)` works for any k <= K.
+
+With `pixel_codec="conv"` the transformers work on the latent grid of a convolutional
+encoder/decoder pair (the grid is `conv` downsample times smaller than the image), the way
+TiTok's first stage predicts a VQGAN's codes and FlexTok resamples a 2D latent: the encoder
+reads `patch_size` pixel squares of that grid and the decoder predicts, for every grid cell,
+logits over `grid_codes` code vectors that the conv decoder turns into pixels (their softmax
+mean with `grid_decode="soft"`, the most likely code with "hard"). The conv pair and the
+grid codes can be copied from a trained conv2d tokenizer (`vtok.train.distill`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens, pad_to_multiple
+from vtok.models.conv2d import ConvTokenizerConfig, Decoder2d, Encoder2d
 from vtok.nn import TransformerBlock
 from vtok.nn.transformer import sincos_2d
 
@@ -33,15 +42,42 @@ class TiTokConfig(TokenizerConfig):
     decoder_heads: int = 4
     num_latent_tokens: int = 32
     nested_dropout: float = 0.5  # share of training steps that keep a random prefix of tokens
+    pixel_codec: str = "patches"  # "patches": pixels in and out; "conv": a conv latent grid
+    conv_channels: int = 16  # the conv pair, as in ConvTokenizerConfig
+    conv_channel_mult: tuple[int, ...] = (1, 2, 4, 8)
+    conv_num_res_blocks: int = 1
+    conv_latent_dim: int = 8
+    grid_codes: int = 128  # code vectors the decoder chooses among for each grid cell
+    grid_decode: str = "soft"  # "soft": softmax mean of the codes; "hard": the likeliest code
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.image_size % self.patch_size:
             raise ValueError(f"TiTokConfig.image_size ({self.image_size}) must be a multiple "
                              f"of patch_size ({self.patch_size})")
+        for name, choices in (("pixel_codec", ("patches", "conv")),
+                              ("grid_decode", ("soft", "hard"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"TiTokConfig.{name} must be one of {choices}, "
+                                 f"got {getattr(self, name)!r}")
+        if self.pixel_codec == "conv":
+            f = self.conv_config().downsample
+            if self.patch_size % f:
+                raise ValueError(f"TiTokConfig.patch_size ({self.patch_size}) must be a "
+                                 f"multiple of the conv downsample factor ({f})")
+            if not isinstance(self.grid_codes, int) or self.grid_codes < 2:
+                raise ValueError(f"TiTokConfig.grid_codes must be an integer >= 2, "
+                                 f"got {self.grid_codes!r}")
         if not 0 <= self.nested_dropout <= 1:
             raise ValueError(f"TiTokConfig.nested_dropout must be in [0, 1], "
                              f"got {self.nested_dropout!r}")
+
+    def conv_config(self) -> ConvTokenizerConfig:
+        """The conv encoder/decoder pair's config (its quantizer fields are not used)."""
+        return ConvTokenizerConfig(channels=self.conv_channels,
+                                   channel_mult=tuple(self.conv_channel_mult),
+                                   num_res_blocks=self.conv_num_res_blocks,
+                                   latent_dim=self.conv_latent_dim)
 
 
 def _grid_embedding(table: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -65,7 +101,15 @@ class TiTokTokenizer(Tokenizer):
         super().__init__(config)
         c = config
         p, side, k = c.patch_size, c.image_size // c.patch_size, c.num_latent_tokens
-        self.patch_embed = nn.Conv2d(3, c.width, p, stride=p)
+        # a patch covers `cell` x `cell` positions of `chans` channels: pixels or grid cells
+        self.cell, chans, out = p, 3, 3 * p * p
+        if c.pixel_codec == "conv":
+            conv = c.conv_config()
+            self.pixel_encoder, self.pixel_decoder = Encoder2d(conv), Decoder2d(conv)
+            self.grid_codebook = nn.Parameter(torch.randn(c.grid_codes, conv.latent_dim))
+            self.cell, chans = p // conv.downsample, conv.latent_dim
+            out = c.grid_codes * self.cell**2
+        self.patch_embed = nn.Conv2d(chans, c.width, self.cell, stride=self.cell)
         # positions start as a sine-cosine table (the decoder gets spatial structure from the
         # first step) and latent tokens at TiTok's width**-0.5 scale; all stay learnable
         self.patch_pos = nn.Parameter(sincos_2d(side, c.width))
@@ -81,7 +125,7 @@ class TiTokTokenizer(Tokenizer):
         self.decoder = nn.ModuleList(
             TransformerBlock(c.decoder_width, c.decoder_heads) for _ in range(c.decoder_depth))
         self.decoder_norm = nn.LayerNorm(c.decoder_width)
-        self.to_pixels = nn.Linear(c.decoder_width, 3 * p * p)
+        self.to_pixels = nn.Linear(c.decoder_width, out)
 
     @property
     def max_tokens(self) -> int:
@@ -92,7 +136,15 @@ class TiTokTokenizer(Tokenizer):
         return (-(-size[0] // p), -(-size[1] // p))
 
     def _quantize(self, images: Tensor):
-        x = self.patch_embed(pad_to_multiple(images, self.config.patch_size) * 2 - 1)
+        x = pad_to_multiple(images, self.config.patch_size) * 2 - 1
+        if self.config.pixel_codec == "conv":
+            x = self.pixel_encoder(x)
+        return self.quantize_grid(x)
+
+    def quantize_grid(self, x: Tensor):
+        """Quantizer output for `[B, C, H, W]` encoder input: pixels in [-1, 1], or the conv
+        encoder's latent grid with pixel_codec="conv"."""
+        x = self.patch_embed(x)
         grid = tuple(x.shape[-2:])
         x = x.flatten(2).transpose(1, 2) + _grid_embedding(self.patch_pos, grid)
         n = x.shape[1]
@@ -103,7 +155,20 @@ class TiTokTokenizer(Tokenizer):
         return self.quantizer(latents)
 
     def _to_pixels(self, z_q: Tensor, size: tuple[int, int]) -> Tensor:
-        c, (gh, gw) = self.config, self._grid(size)
+        out = self.decode_grid(z_q, self._grid(size))
+        if self.config.pixel_codec == "conv":
+            codes = self.grid_codebook
+            if self.config.grid_decode == "hard":
+                out = F.embedding(out.argmax(1), codes).permute(0, 3, 1, 2)
+            else:
+                out = torch.einsum("bkhw,kd->bdhw", out.softmax(1), codes)
+            out = self.pixel_decoder(out)
+        return (out[..., : size[0], : size[1]] + 1) / 2
+
+    def decode_grid(self, z_q: Tensor, grid: tuple[int, int]) -> Tensor:
+        """`[B, C, gh*cell, gw*cell]` from quantized tokens: pixels in [-1, 1], or per grid
+        cell logits over the grid codes with pixel_codec="conv"."""
+        (gh, gw), cell = grid, self.cell
         b, k = z_q.shape[:2]
         tokens = self.from_latent(z_q) + self.token_pos[:, :k]
         masks = self.mask_token + _grid_embedding(self.mask_pos, (gh, gw))
@@ -111,10 +176,8 @@ class TiTokTokenizer(Tokenizer):
         for block in self.decoder:
             x = block(x)
         patches = self.to_pixels(self.decoder_norm(x[:, : gh * gw]))
-        p = c.patch_size
-        img = patches.view(b, gh, gw, 3, p, p).permute(0, 3, 1, 4, 2, 5)
-        img = img.reshape(b, 3, gh * p, gw * p)
-        return (img[..., : size[0], : size[1]] + 1) / 2
+        img = patches.view(b, gh, gw, -1, cell, cell).permute(0, 3, 1, 4, 2, 5)
+        return img.reshape(b, -1, gh * cell, gw * cell)
 
     def _check_token_shape(self, image_size: tuple[int, int],
                            token_shape: tuple[int, ...]) -> None:
@@ -146,6 +209,8 @@ class TiTokTokenizer(Tokenizer):
                 "indices": out.indices[:, :k], "num_tokens": k}
 
     def last_layer(self) -> Tensor:
+        if self.config.pixel_codec == "conv":
+            return self.pixel_decoder.layers[-1].weight
         return self.to_pixels.weight
 
     def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:

@@ -1,0 +1,25 @@
+"""Training-free token reduction for vision transformers: merge or prune tokens, batched.
+
+`create_reducer(name, keep=... | r=..., protected=...)` builds a reducer; calling it on
+tokens `[B, N, C]` (with an optional padding mask, sizes, keys or CLS attention row) returns a
+`ReductionPlan`, whose `apply` reduces any per-token tensor, `unmerge` undoes it and
+`attention_bias` gives ToMe's proportional attention. Registered methods: tome, divprune,
+kcenter, dpc_knn, kmedoids, cls_attn, pool2d, random, stride.
+"""
+
+from vtok.reduce import baselines, cls_attn, cluster, diversity, kmedoids, pool, tome  # noqa: F401
+from vtok.reduce.attention import cls_attention, proportional_attention_bias
+from vtok.reduce.base import REDUCERS, Reducer, TokenBatch, create_reducer, kept_count
+from vtok.reduce.plan import ReductionPlan, build_plan
+
+__all__ = [
+    "REDUCERS",
+    "ReductionPlan",
+    "Reducer",
+    "TokenBatch",
+    "build_plan",
+    "cls_attention",
+    "create_reducer",
+    "kept_count",
+    "proportional_attention_bias",
+]

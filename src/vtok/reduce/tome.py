@@ -1,0 +1,99 @@
+"""ToMe: bipartite soft matching merges the most similar token pairs (Bolya et al., ICLR 2023)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vtok.reduce.base import REDUCERS, Reducer, TokenBatch, merge_dest
+from vtok.reduce.select import normalize, top_k_mask
+
+
+@REDUCERS.register("tome")
+class TokenMerging(Reducer):
+    """ToMe bipartite soft matching (Bolya et al., "Token Merging: Your ViT But Faster", 2023).
+
+    The reducible tokens alternate into sets A (even rank) and B (odd rank). Each A token finds
+    its most cosine-similar B token (on `keys` when given, else on x); the A tokens with the
+    most similar matches are merged into their match, size-weighted. One round can remove at
+    most |A| (half the tokens), as in the paper; when more must go (keep < 0.5, or a large r)
+    further rounds match the merged tokens again, so the kept count is always exact.
+    """
+
+    name = "tome"
+
+    def select(self, batch: TokenBatch) -> Tensor:
+        feats, sizes = batch.feats, batch.sizes
+        B, N, _ = feats.shape
+        index = torch.arange(N, device=feats.device).expand(B, N)
+        dest = index.masked_fill(~batch.reducible, -1)
+        remaining = batch.n - batch.counts
+        current = feats
+        for a_max, b_max in self._round_shapes(batch):
+            alive = dest == index
+            dest, removed = self._match_round(current, alive, remaining, dest, a_max, b_max)
+            remaining = remaining - removed
+            current = _cluster_means(feats, sizes, dest)
+        return merge_dest(batch, dest)
+
+    def _round_shapes(self, batch: TokenBatch) -> list[tuple[int, int]]:
+        """Largest |A| and |B| of every round, worked out on the host once (no syncs per round)."""
+        if batch.padded:
+            alive, todo = batch.n.tolist(), (batch.n - batch.counts).tolist()
+        else:
+            n = batch.reducible.shape[1] - batch.num_protected
+            alive, todo = [n], [n - batch.max_count]
+        shapes = []
+        while any(t > 0 for t in todo):
+            shapes.append((max((a + 1) // 2 for a in alive), max(a // 2 for a in alive)))
+            for i, (a, t) in enumerate(zip(alive, todo)):
+                m = min(t, a // 2)
+                alive[i], todo[i] = a - m, t - m
+        return shapes
+
+    @staticmethod
+    def _match_round(feats: Tensor, alive: Tensor, remaining: Tensor, dest: Tensor,
+                     a_max: int, b_max: int) -> tuple[Tensor, Tensor]:
+        B, N, _ = feats.shape
+        rank = (alive.cumsum(1) - 1).masked_fill(~alive, -1)
+        is_a = alive & (rank % 2 == 0)
+        is_b = alive & (rank % 2 == 1)
+        a_idx, a_valid = _set_members(is_a, rank // 2, a_max)
+        b_idx, b_valid = _set_members(is_b, rank // 2, b_max)
+        g = normalize(feats)
+        fa = g.gather(1, a_idx[..., None].expand(-1, -1, g.shape[2]))
+        fb = g.gather(1, b_idx[..., None].expand(-1, -1, g.shape[2]))
+        sim = (fa @ fb.transpose(1, 2)).masked_fill(
+            ~(a_valid[:, :, None] & b_valid[:, None, :]), float("-inf")
+        )
+        best, best_j = sim.max(dim=-1)
+        has_b = b_valid.any(dim=1)
+        removed = torch.where(has_b, remaining.minimum(a_valid.sum(1)), 0)
+        chosen = top_k_mask(best, a_valid, removed)
+        target = b_idx.gather(1, best_j)
+        # Redirect each chosen A token (and everything already merged into it) to its match.
+        redirect = torch.arange(N + 1, device=feats.device).repeat(B, 1)
+        redirect.scatter_(1, torch.where(chosen, a_idx, N), target.masked_fill(~chosen, N))
+        new_dest = redirect[:, :N].gather(1, dest.clamp(min=0)).masked_fill(dest < 0, -1)
+        return new_dest, removed
+
+
+def _set_members(member: Tensor, position: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Token indices of one set in rank order, `[B, size]`, and which entries are real."""
+    B, N = member.shape
+    slots = torch.where(member, position, size)
+    idx = torch.zeros(B, size + 1, dtype=torch.long, device=member.device)
+    idx.scatter_(1, slots, torch.arange(N, device=member.device).expand(B, N).contiguous())
+    valid = torch.arange(size, device=member.device)[None] < member.sum(1, keepdim=True)
+    return idx[:, :size].masked_fill(~valid, 0), valid
+
+
+def _cluster_means(feats: Tensor, sizes: Tensor, dest: Tensor) -> Tensor:
+    """Size-weighted mean features of each cluster, stored at its representative's index."""
+    w = sizes.to(feats.dtype).masked_fill(dest < 0, 0)
+    slot = dest.clamp(min=0)
+    total = torch.zeros_like(feats).scatter_add_(
+        1, slot[..., None].expand_as(feats), feats * w[..., None]
+    )
+    norm = torch.zeros_like(w).scatter_add_(1, slot, w)
+    return total / norm.clamp(min=torch.finfo(feats.dtype).tiny)[..., None]
