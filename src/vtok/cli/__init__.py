@@ -7,7 +7,16 @@ import sys
 from collections.abc import Sequence
 
 import vtok
-from vtok.cli import data_cmd, decode_cmd, demo_cmd, encode_cmd, info_cmd, list_cmd, train_cmd
+from vtok.cli import (
+    data_cmd,
+    decode_cmd,
+    demo_cmd,
+    encode_cmd,
+    info_cmd,
+    list_cmd,
+    reduce_bench_cmd,
+    train_cmd,
+)
 
 # name -> module with `add_arguments(parser)` and `run(args) -> int`
 COMMANDS = {
@@ -17,6 +26,7 @@ COMMANDS = {
     "encode": encode_cmd,
     "info": info_cmd,
     "list": list_cmd,
+    "reduce-bench": reduce_bench_cmd,
     "train": train_cmd,
 }
 

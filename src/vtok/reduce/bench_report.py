@@ -1,0 +1,67 @@
+"""The reduction bench's printed table and its speed-up plot (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vtok.files import atomic_write
+
+LABELS = {"psnr": "PSNR", "lpips_alex": "LPIPS", "agreement_center": "agree-ctr",
+          "agreement_random": "agree-rnd"}
+
+
+def _cell(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(summary: dict[str, Any]) -> str:
+    """Fixed-width text: one line per row of `summary["rows"]`, then the notes."""
+    sizes, columns = summary["batch_sizes"], summary["fidelity_columns"]
+    head = [f"{'method':10s}", f"{'keep':>5s}", f"{'tokens':>6s}", f"{'GFLOPs':>7s}"]
+    head += [f"{f'img/s b{b}':>10s}" for b in sizes]
+    head += [f"{f'speed-up b{b}':>13s}" for b in sizes]
+    head += [f"{LABELS.get(c, c):>9s}" for c in columns]
+    lines = [" ".join(head)]
+    for row in summary["rows"]:
+        cells = [f"{row['method']:10s}", f"{row['keep']:5.2f}", f"{_cell(row['tokens'], 'd'):>6s}",
+                 f"{_cell(row['gflops'], '.3f'):>7s}"]
+        cells += [f"{_cell(row[f'images_per_s_b{b}'], '.1f'):>10s}" for b in sizes]
+        cells += [f"{_cell(row[f'speedup_b{b}'], '.2f'):>13s}" for b in sizes]
+        cells += [f"{_cell(row[c], '.3f'):>9s}" for c in columns]
+        line = " ".join(cells)
+        if row.get("error"):
+            line += f"  (skipped: {row['error']})"
+        lines.append(line)
+    if summary.get("fidelity_note"):
+        lines.append(f"note: {summary['fidelity_note']}")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Speed-up at the largest batch size against the first fidelity column (or against keep
+    when there is none), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b = max(summary["batch_sizes"])
+    scored = [c for c in summary["fidelity_columns"]
+              if any(r[c] is not None for r in summary["rows"])]
+    x_key = scored[0] if scored else "keep"
+    rows = [r for r in summary["rows"] if r[f"speedup_b{b}"] is not None and r[x_key] is not None]
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+    for method in dict.fromkeys(r["method"] for r in rows):
+        own = sorted((r for r in rows if r["method"] == method), key=lambda r: r["keep"])
+        style = "k*" if method == "none" else "o-"
+        ax.plot([r[x_key] for r in own], [r[f"speedup_b{b}"] for r in own], style,
+                label="unreduced" if method == "none" else method)
+    ax.set_xlabel(LABELS.get(x_key, x_key) if x_key != "keep" else "keep ratio")
+    ax.set_ylabel(f"speed-up over unreduced (batch {b})")
+    ax.set_title(summary["subject"]["name"], fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp))
+    plt.close(fig)

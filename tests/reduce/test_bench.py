@@ -1,0 +1,99 @@
+"""`vtok reduce-bench` on tiny models: JSON layout, the unreduced baseline, fidelity, errors."""
+
+import json
+
+import pytest
+import torch
+
+from vtok.cli import main
+from vtok.eval.codecs import to_pil
+from vtok.models import create_tokenizer
+
+pytest.importorskip("timm")
+
+TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2,
+        "num_classes": 10}
+FAST = ["--keeps", "0.5", "--batch-sizes", "1", "2", "--repeats", "1", "--warmup", "1",
+        "--min-time", "0", "--threads", "1"]
+
+
+def bench(tmp_path, *extra: str) -> dict:
+    out = tmp_path / "out"
+    assert main(["reduce-bench", *FAST, "--out", str(out), *extra]) == 0
+    assert (out / "speedup.png").stat().st_size > 0
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i, (h, w) in enumerate([(80, 96), (96, 72)]):
+        to_pil(torch.rand(3, h, w, generator=g)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_random_weights_give_speed_only(tmp_path, capsys):
+    summary = bench(tmp_path, "--model", "vit_tiny_patch16_224", "--model-kwargs",
+                    json.dumps(TINY), "--methods", "tome", "random")
+    rows = summary["rows"]
+    assert [(r["method"], r["keep"]) for r in rows] == [("none", 1.0), ("tome", 0.5),
+                                                       ("random", 0.5)]
+    base = rows[0]
+    assert base["speedup_b1"] == 1.0 and base["speedup_b2"] == 1.0
+    assert base["tokens"] == 17 and base["tokens_per_block"] == [17, 17]
+    for row in rows[1:]:
+        assert row["tokens_per_block"] == [17, 9] and 0 < row["gflops"] < base["gflops"]
+        assert row["images_per_s_b1"] > 0 and row["speedup_b2"] > 0
+    assert summary["subject"]["weights"] == "random" and summary["threads"] == 1
+    assert summary["fidelity_columns"] == ["agreement_center", "agreement_random"]
+    assert all(r[c] is None for r in rows for c in summary["fidelity_columns"])
+    assert "fidelity needs a trained model" in summary["fidelity_note"]
+    out = capsys.readouterr().out
+    assert "speed-up b2" in out and "note: fidelity needs a trained model" in out
+
+
+def test_titok_fidelity(tmp_path, photos):
+    torch.manual_seed(0)
+    create_tokenizer("test-titok", depth=2).save_pretrained(tmp_path / "tok")
+    summary = bench(tmp_path, "--titok", str(tmp_path / "tok"), "--images", str(photos),
+                    "--image-size", "64", "--methods", "tome", "pool2d")
+    rows = summary["rows"]
+    assert summary["subject"]["kind"] == "titok" and summary["fidelity_note"] is None
+    assert summary["images"]["count"] == 2 and summary["images"]["size"] == 64
+    assert rows[0]["tokens"] == 64 + 8 and rows[1]["tokens"] == 32 + 8
+    for row in rows:
+        assert row["psnr"] > 0 and 0 <= row["lpips_alex"] <= 2
+
+
+def test_classifier_agreement(tmp_path, photos):
+    timm = pytest.importorskip("timm")
+    from vtok.eval.classifier import save_classifier
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **TINY)
+    save_classifier(model, tmp_path / "clf", "vit_tiny_patch16_224", TINY)
+    summary = bench(tmp_path, "--classifier", str(tmp_path / "clf"), "--images", str(photos),
+                    "--methods", "cls_attn", "--random-crops", "3")
+    rows = summary["rows"]
+    assert summary["subject"]["weights"] == "trained"
+    assert summary["images"]["random_crops"] == 6
+    assert rows[0]["agreement_center"] == 1.0 and rows[0]["agreement_random"] == 1.0
+    assert 0 <= rows[1]["agreement_center"] <= 1 and 0 <= rows[1]["agreement_random"] <= 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "tome", "nope"], "unknown reducer 'nope'"),
+    (["--keeps", "0.5", "1.5"], "keep must be in (0, 1], got 1.5"),
+    (["--batch-sizes", "0"], "--batch-sizes must be at least 1, got 0"),
+    (["--model-kwargs", "[1]"], "must be a JSON object"),
+    (["--model", "no_such_vit"], "timm has no model named 'no_such_vit'"),
+    (["--titok", "x", "--classifier", "y"], "not both"),
+    (["--model", "vit_tiny_patch16_224", "--model-kwargs", json.dumps(TINY), "--layer", "2"],
+     "layers must be a block index or a list of distinct block indices in [0, 2), got 2"),
+])
+def test_bad_input_exits_2_and_names_it(tmp_path, capsys, extra, message):
+    assert main(["reduce-bench", "--out", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
