@@ -150,6 +150,39 @@ def test_conv_titok_decodes_its_grid_logits_through_the_conv_decoder():
     assert not torch.allclose(model.decode(tokens), got, atol=1e-3)
 
 
+def test_quadtree_regions_nest_and_cover_every_patch():
+    from vtok.models.titok import quadtree_regions
+
+    member = quadtree_regions(128, (8, 8), native=8)
+    sizes = member.sum(1)
+    # levels 1, 4, 16, 64 regions (whole image down to single patches), then again from the top
+    assert sizes[:85].tolist() == [64] + [16] * 4 + [4] * 16 + [1] * 64
+    assert sizes[85:].tolist() == [64] + [16] * 4 + [4] * 16 + [1] * 22
+    for level in (slice(1, 5), slice(5, 21), slice(21, 85)):
+        assert torch.equal(member[level].sum(0), torch.ones(64))  # a partition of the grid
+    assert torch.equal(member[1].view(8, 8)[:4, :4], torch.ones(4, 4))  # top-left quadrant
+    assert member[1].sum() == member[1].view(8, 8)[:4, :4].sum()
+    odd = quadtree_regions(8, (3, 5), native=2)  # another image size: still a partition
+    assert torch.equal(odd[1:5].sum(0), torch.ones(15))
+
+
+def test_quadtree_tokens_reach_the_patches_of_their_region():
+    torch.manual_seed(0)
+    model = create_tokenizer("test-titok-conv", token_regions="quadtree")
+    tokens = model.quantizer.decode(model.encode(_images(1, 32, 32)).indices)
+    tokens.requires_grad_(True)
+    logits = model.decode_grid(tokens[:, :2], (4, 4))  # the whole image and its top-left
+    assert logits.shape == (1, 16, 16, 16)
+    # before any training, token 2 reaches the top-left patches directly (and others only
+    # through attention): its gradient from them is the larger one
+    grads = []
+    for rows in (slice(0, 8), slice(8, 16)):
+        tokens.grad = None
+        logits[..., rows, :8].abs().sum().backward(retain_graph=True)
+        grads.append(tokens.grad[0, 1].abs().sum().item())
+    assert grads[0] > grads[1]
+
+
 def test_float16_storage_halves_the_file_and_loads_as_float32(tmp_path):
     model = create_tokenizer("test-titok-conv")
     model.save_pretrained(tmp_path / "full")

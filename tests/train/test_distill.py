@@ -66,6 +66,19 @@ def test_resume_continues_exactly(photo_dir, teacher_dir, tmp_path):
         _quiet(distill, _config(photo_dir, teacher_dir, tmp_path / "b", lr=1e-3), resume=True)
 
 
+def test_continuous_steps_pass_latents_unquantized_then_seed_the_codes(photo_dir, teacher_dir,
+                                                                       tmp_path):
+    config = _config(photo_dir, teacher_dir, tmp_path, continuous_steps=4, log_every=1)
+    _quiet(distill, config)
+    with open(tmp_path / "log.csv") as f:
+        usage = [float(row["usage"]) for row in csv.DictReader(f)]
+    assert usage[:4] == [0.0] * 4 and all(u > 0 for u in usage[4:])
+    student = load(tmp_path / "model")
+    assert bool(student.quantizer.initialized)  # k-means ran on the step-5 latents
+    with pytest.raises(ValueError, match=r"continuous_steps must be an integer in \[0, steps=8\)"):
+        DistillConfig(steps=8, continuous_steps=8)
+
+
 def test_prefixes_are_log_uniform_with_some_full_steps():
     config = DistillConfig(full_tokens=0.25)
     ks = [prefix_length(step, config, 128) for step in range(4000)]

@@ -67,12 +67,14 @@ def _titok_f8_cpu() -> TokenizerConfig:
     """Up to 128 ordered tokens (512 codes, 9 bits each) over conv2d-f8-cpu's latent grid:
     the transformers read 4x4 cells of the 32x32 grid and predict one of its 128 codes per
     cell, so they train on the CPU by distillation from a trained conv2d-f8-cpu
-    (`vtok.train.distill`) without ever decoding pixels."""
+    (`vtok.train.distill`) without ever decoding pixels. Tokens start tied to quadtree
+    regions, which made them useful from the first steps."""
     conv = _conv2d_f8_cpu()
     return TiTokConfig(image_size=256, patch_size=32, width=192, depth=4, heads=4,
                        decoder_width=192, decoder_depth=4, decoder_heads=4,
                        num_latent_tokens=128, latent_dim=12, quantizer="vq",
                        quantizer_options={"codebook_size": 512}, pixel_codec="conv",
+                       token_regions="quadtree",
                        conv_channels=conv.channels, conv_channel_mult=conv.channel_mult,
                        conv_num_res_blocks=conv.num_res_blocks,
                        conv_latent_dim=conv.latent_dim,

@@ -65,6 +65,9 @@ class DistillConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     full_tokens: float = 0.2  # share of steps that keep all K tokens (the rest: a prefix)
+    # the first steps pass the latents unquantized, so the decoder learns to read the tokens
+    # before the quantizer is seeded (by k-means) from latents that already carry the image
+    continuous_steps: int = 0
     ce_weight: float = 0.1  # cross-entropy to the teacher's code indices
     mse_weight: float = 1.0  # squared error of the softmax-mean code to the teacher's code
     seed: int = 0
@@ -77,6 +80,10 @@ class DistillConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"DistillConfig.{name} must be an integer >= 1, got {value!r}")
+        value = self.continuous_steps
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < self.steps:
+            raise ValueError(f"DistillConfig.continuous_steps must be an integer in "
+                             f"[0, steps={self.steps}), got {value!r}")
         ranges = {"lr": (0, 1), "min_lr_ratio": (0, 1), "weight_decay": (0, 10),
                   "grad_clip": (0, 1e6), "ce_weight": (0, 1e6), "mse_weight": (0, 1e6),
                   "ema_decay": (0, 0.99999), "full_tokens": (0, 1),
@@ -175,24 +182,29 @@ def prefix_length(step: int, config: DistillConfig, k_max: int) -> int:
 
 
 def code_loss(model: TiTokTokenizer, grids: Tensor, codes: Tensor, k: int,
-              config: DistillConfig) -> tuple[Tensor, dict[str, float]]:
+              config: DistillConfig, quantize: bool = True) -> tuple[Tensor, dict[str, float]]:
     """(loss, metrics) of predicting the teacher's codes from k tokens: cross-entropy, plus
     the squared distance of the predicted codes' softmax mean (what soft decoding feeds the
-    conv decoder) to the teacher's code vectors, relative to their variance."""
-    out = model.quantize_grid(grids)
+    conv decoder) to the teacher's code vectors, relative to their variance. quantize=False
+    passes the encoder's latents to the decoder unquantized."""
+    latents = model.latents_of(grids)
+    out = model.quantizer(latents) if quantize else None
     cell = model.cell
     grid = (grids.shape[-2] // cell, grids.shape[-1] // cell)
-    logits = model.decode_grid(out.z_q[:, :k], grid)
+    logits = model.decode_grid((out.z_q if quantize else latents)[:, :k], grid)
     table = model.grid_codebook
     target = F.embedding(codes, table).permute(0, 3, 1, 2)
     soft = torch.einsum("bkhw,kd->bdhw", logits.softmax(1), table)
     mse = F.mse_loss(soft, target) / table.var(0).sum().div(table.shape[1])
     ce = F.cross_entropy(logits, codes)
-    loss = config.ce_weight * ce + config.mse_weight * mse + out.loss
+    loss = config.ce_weight * ce + config.mse_weight * mse
     metrics = {"ce": ce.item(), "mse": mse.item(),
                "accuracy": (logits.argmax(1) == codes).float().mean().item(),
-               "usage": out.metrics.get("usage", 0.0),
-               "perplexity": out.metrics.get("perplexity", 0.0)}
+               "usage": 0.0, "perplexity": 0.0}
+    if out is not None:
+        loss = loss + out.loss
+        metrics.update(usage=out.metrics.get("usage", 0.0),
+                       perplexity=out.metrics.get("perplexity", 0.0))
     return loss, metrics
 
 
@@ -207,12 +219,13 @@ VAL_COUNTS = (8, 32, 128)
 
 
 @torch.no_grad()
-def _val_scores(model: TiTokTokenizer, val: tuple[Tensor, Tensor],
-                config: DistillConfig) -> dict[str, float]:
+def _val_scores(model: TiTokTokenizer, val: tuple[Tensor, Tensor], config: DistillConfig,
+                quantize: bool = True) -> dict[str, float]:
     model.eval()
     result = {}
     for k in VAL_COUNTS:
-        _, metrics = code_loss(model, val[0], val[1], min(k, model.max_tokens), config)
+        _, metrics = code_loss(model, val[0], val[1], min(k, model.max_tokens), config,
+                               quantize)
         result[f"val_mse_{k}"] = metrics["mse"]
         result[f"val_acc_{k}"] = metrics["accuracy"]
     return result
@@ -276,8 +289,11 @@ def distill(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
         pick = torch.randint(config.crops, (config.batch_size,), generator=gen)
         k = prefix_length(step, config, model.max_tokens)
         model.train()
+        quantize = step >= config.continuous_steps
+        if step == config.continuous_steps > 0 and hasattr(model.quantizer, "initialized"):
+            model.quantizer.initialized.fill_(False)  # seed the codes from today's latents
         loss, metrics = code_loss(model, data["grids"][pick], data["codes"][pick].long(), k,
-                                  config)
+                                  config, quantize)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
@@ -298,7 +314,7 @@ def distill(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
             mean = {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
             # every row has the validation columns (the log's columns are fixed by its first)
             nan = float("nan")
-            mean.update(_val_scores(ema, val, config) if save
+            mean.update(_val_scores(ema, val, config, quantize) if save
                         else {f"val_{m}_{k}": nan for k in VAL_COUNTS for m in ("mse", "acc")})
             log.write(done, {**mean, "lr": config.lr * _lr(step, config)})
             rows = []
