@@ -1,5 +1,6 @@
-"""Distil the offline EfficientNet-Lite0 into a timm ViT: the classifier token reduction is
-scored on (top-1 agreement of the reduced ViT with its unreduced self).
+"""Distil the offline EfficientNet-Lite0 into a timm ViT classifier for token-reduction fidelity.
+
+The reduction benchmark scores a reduced ViT by its top-1 agreement with its unreduced self.
 
     OMP_NUM_THREADS=2 python scripts/train_vit_classifier.py --steps 1000 --out runs/vit-classifier
     ... add --resume to continue from the last checkpoint in --out

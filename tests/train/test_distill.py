@@ -51,6 +51,18 @@ def test_student_learns_the_teachers_codes_and_keeps_its_conv_pair(photo_dir, te
     assert student.decode(student.encode(x, num_tokens=3)).shape == x.shape
 
 
+def test_teacher_codes_are_cached_per_teacher_and_crops(photo_dir, teacher_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    _quiet(distill, _config(photo_dir, teacher_dir, tmp_path, steps=1))
+    cache = tmp_path / "teacher-codes.safetensors"
+    first = load_file(str(cache))
+    assert first["grids"].shape == (16, 4, 16, 16) and first["codes"].shape == (16, 16, 16)
+    _quiet(distill, _config(photo_dir, teacher_dir, tmp_path, steps=1, seed=1))
+    again = load_file(str(cache))  # another seed: other crops, so the cache was remade
+    assert not torch.equal(again["grids"], first["grids"])
+
+
 def test_resume_continues_exactly(photo_dir, teacher_dir, tmp_path):
     _quiet(distill, _config(photo_dir, teacher_dir, tmp_path / "a"))
     _quiet(distill, _config(photo_dir, teacher_dir, tmp_path / "b", stop_at=4))

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -142,10 +143,15 @@ def teacher_codes(teacher: Tokenizer, images: Tensor, batch: int = 16) -> tuple[
 
 def _training_codes(config: DistillConfig, teacher: Tokenizer, run: Path) -> dict[str, Tensor]:
     cache = run / TEACHER_CACHE
+    made_by = {"teacher": teacher.tokenizer_id, "data": str(config.data), "seed": config.seed,
+               "crops": config.crops, "crop_size": config.crop_size,
+               "min_scale": config.min_scale}
+    made_by = {k: str(v) for k, v in made_by.items()}
     if cache.exists():
-        saved = load_file(str(cache))
-        if saved["grids"].shape[0] == config.crops:
-            return saved
+        with safe_open(str(cache), "pt") as f:
+            same = f.metadata() == made_by
+        if same:
+            return load_file(str(cache))
     items = image_items(config.data if config.data else photo_paths("train"))
     crops = RandomCrops(items, config.crop_size, seed=config.seed, min_scale=config.min_scale)
     grids, codes = [], []
@@ -155,7 +161,7 @@ def _training_codes(config: DistillConfig, teacher: Tokenizer, run: Path) -> dic
         grids.append(g)
         codes.append(c)
     saved = {"grids": torch.cat(grids).contiguous(), "codes": torch.cat(codes).contiguous()}
-    atomic_write(cache, lambda p: save_file(saved, str(p)))
+    atomic_write(cache, lambda p: save_file(saved, str(p), metadata=made_by))
     return saved
 
 
