@@ -13,14 +13,35 @@ SHIPPED = [p["name"] for p in vtok.list_pretrained()]
 
 
 # floors well below what the benchmark measures on this photo, to catch broken weights
-FLOORS = {"conv2d-f8": (17.0, 0.5)}  # PSNR above, LPIPS below
+FLOORS = {"conv2d-f8": (17.0, 0.5), "titok-flex": (13.0, 0.8)}  # PSNR above, LPIPS below
 
 
 def test_the_shipped_tokenizers_are_listed():
-    assert sorted(SHIPPED) == ["conv2d-f8"]
-    entry = next(p for p in vtok.list_pretrained() if p["name"] == "conv2d-f8")
-    assert entry["architecture"] == "conv2d"
-    assert entry["max_tokens"] == 1024 and entry["tokens"] == "1024 per 256x256 image (x8 grid)"
+    assert sorted(SHIPPED) == ["conv2d-f8", "titok-flex"]
+    entries = {p["name"]: p for p in vtok.list_pretrained()}
+    assert entries["conv2d-f8"]["architecture"] == "conv2d"
+    assert entries["conv2d-f8"]["max_tokens"] == 1024
+    assert entries["conv2d-f8"]["tokens"] == "1024 per 256x256 image (x8 grid)"
+    assert entries["titok-flex"]["architecture"] == "titok"
+    assert entries["titok-flex"]["max_tokens"] == 128
+    assert entries["titok-flex"]["tokens"] == "1..128 per image (variable length)"
+
+
+def test_shipped_weights_stay_small():
+    from pathlib import Path
+
+    total = sum(f.stat().st_size for e in vtok.list_pretrained()
+                for f in Path(e["path"]).iterdir())
+    assert total < 30e6
+
+
+def test_the_variable_length_tokenizer_improves_with_every_token_count(val_photo):
+    tok = vtok.load("titok-flex")
+    scores = []
+    for k in (1, 8, 32, 128):
+        recon = tok.decode(tok.encode(val_photo, num_tokens=k))
+        scores.append(psnr(val_photo, recon).item())
+    assert scores == sorted(scores) and scores[-1] > scores[0] + 1.0, scores
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +103,19 @@ def test_read_image_is_the_path_used_for_files(tmp_path):
     tok = vtok.load(SHIPPED[0])
     x = read_image(tmp_path / "g.png")[None]
     assert tok.decode(tok.encode(x)).shape == (1, 3, 280, 300)
+
+
+def test_a_bit_budget_picks_the_longest_prefix_that_fits(val_photo):
+    from vtok.codec.select import file_bpp, prefix, tokens_for_bpp
+    from vtok.codec.tokens_file import make_coder
+    from vtok.models.presets import tokenizer_dir
+
+    tok = vtok.load("titok-flex")
+    coder = make_coder("entropy", tok, tokenizer_dir("titok-flex"))
+    full = tok.encode(val_photo)
+    for budget in (0.01, 0.015):
+        chosen = tokens_for_bpp(tok, val_photo[0], budget, coder)
+        k = chosen.num_tokens
+        assert 1 < k < 128 and torch.equal(chosen.indices, full.indices[:, :k])
+        assert file_bpp(chosen, tok.codebook_size, coder) <= budget
+        assert file_bpp(prefix(full, k + 1), tok.codebook_size, coder) > budget
