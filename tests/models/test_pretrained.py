@@ -119,3 +119,24 @@ def test_a_bit_budget_picks_the_longest_prefix_that_fits(val_photo):
         assert 1 < k < 128 and torch.equal(chosen.indices, full.indices[:, :k])
         assert file_bpp(chosen, tok.codebook_size, coder) <= budget
         assert file_bpp(prefix(full, k + 1), tok.codebook_size, coder) > budget
+
+
+def test_encode_picks_the_smaller_coding_per_file_unless_told(val_photo, tmp_path):
+    from PIL import Image
+
+    from vtok.cli import main
+    from vtok.codec import read_vtok
+
+    src = tmp_path / "photo.png"
+    Image.fromarray((val_photo[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(src)
+    sizes, codings = {}, {}
+    for k in (8, 128):
+        for coding in ("raw", "entropy", None):
+            out = tmp_path / f"{k}-{coding}.vtok"
+            args = [str(src), "-t", "titok-flex", "-n", str(k), "-o", str(out)]
+            assert main(["encode", *args, *(["--coding", coding] if coding else [])]) == 0
+            sizes[k, coding] = out.stat().st_size
+            codings[k, coding] = read_vtok(out).coding
+        assert sizes[k, None] == min(sizes[k, "raw"], sizes[k, "entropy"])
+    assert sizes[128, "entropy"] < sizes[128, "raw"]  # long sequences gain from the prior
+    assert codings[128, None] == codings[128, "entropy"]

@@ -23,8 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--target-lpips", type=float, help="LPIPS-Alex each image should reach")
     parser.add_argument("--coding", choices=["raw", "entropy"], default=None,
                         help="raw: ceil(log2 K) bits per token; entropy: range coding with the "
-                        "token prior shipped beside the tokenizer (the default when it has one)")
+                        "token prior shipped beside the tokenizer; default: the smaller of the "
+                        "two for each file (raw when no prior ships)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+
+def _smallest(entries: list, codebook_size: int, coders: list):
+    """The .vtok file of `entries` ((tokens, has_alpha) pairs) under the coder that gives
+    the fewest bytes."""
+    from vtok.codec import to_vtok
+
+    files = [to_vtok([t for t, _ in entries], codebook_size, c, [a for _, a in entries])
+             for c in coders]
+    return min(files, key=lambda f: len(f.to_bytes()))
 
 
 def _outputs(args: argparse.Namespace) -> tuple[bool, list[Path]]:
@@ -52,7 +63,7 @@ def _check_request(args: argparse.Namespace, tok) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vtok.codec import to_vtok, write_vtok
+    from vtok.codec import write_vtok
     from vtok.codec.select import tokens_for_bpp, tokens_for_count, tokens_for_lpips
     from vtok.codec.tokens_file import has_prior, make_coder
     from vtok.data.images import has_alpha, read_image
@@ -65,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         _check_request(args, tok)
         coding = args.coding or ("entropy" if has_prior(directory) else "raw")
         coder = make_coder(coding, tok, directory)
+        # without --coding, each file gets whichever coding is smaller for it (a short
+        # sequence can cost more under the prior than packed raw)
+        coders = [coder] if args.coding or coding == "raw" else [
+            coder, make_coder("raw", tok, directory)]
     except ValueError as err:
         print(f"vtok encode: {err}", file=sys.stderr)
         return 2
@@ -99,8 +114,7 @@ def run(args: argparse.Namespace) -> int:
             entry = (tokens, has_alpha(path))
             if not shared:
                 out.parent.mkdir(parents=True, exist_ok=True)
-                write_vtok(out, to_vtok([tokens], tok.codebook_size, coder, [entry[1]]),
-                           force=True)
+                write_vtok(out, _smallest([entry], tok.codebook_size, coders), force=True)
                 done.append(out)
         except (ValueError, OSError) as err:  # unreadable, too large, unwritable: skip it
             bad.append(str(err) if str(path) in str(err) else f"{path}: {err}")
@@ -109,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if shared and kept:
         try:
             outputs[0].parent.mkdir(parents=True, exist_ok=True)
-            write_vtok(outputs[0], to_vtok([t for t, _ in kept], tok.codebook_size, coder,
-                                           [a for _, a in kept]), force=True)
+            write_vtok(outputs[0], _smallest(kept, tok.codebook_size, coders), force=True)
             done.append(outputs[0])
         except (ValueError, OSError) as err:
             print(f"vtok encode: cannot write {outputs[0]} ({err})", file=sys.stderr)
