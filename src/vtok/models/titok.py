@@ -26,6 +26,7 @@ the tokens carry their regions from step 0, and any prefix is a coarse-to-fine d
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,7 @@ def _grid_embedding(table: Tensor, grid: tuple[int, int]) -> Tensor:
     return img.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
 
 
+@functools.lru_cache(maxsize=64)  # one small table per image size, asked for on every call
 def quadtree_regions(num_tokens: int, grid: tuple[int, int], native: int) -> Tensor:
     """`[num_tokens, gh*gw]` 0/1 membership of each patch (by its centre) in each token's
     region: level l splits the image into 2**l x 2**l cells, in raster order, for every level
