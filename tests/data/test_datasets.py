@@ -40,6 +40,20 @@ def test_scale_augmentation_zooms_out_and_keeps_the_crop_size(tmp_path):
         RandomCrops(items, size=16, min_scale=0)
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_batch_equals_its_items_stacked(tmp_path, cache):
+    good = _photo(tmp_path / "a.png", w=70, h=50)
+    _photo(tmp_path / "b.png", w=40, h=90, seed=1)
+    (tmp_path / "c.png").write_bytes(b"broken")
+    data = RandomCrops(image_items(tmp_path), size=16, seed=5, cache=cache, min_scale=0.4)
+    with pytest.warns(UserWarning, match="c.png"):
+        batch = data.batch(3, 7)
+    assert batch.shape == (7, 3, 16, 16)
+    assert torch.equal(batch, torch.stack([data[i] for i in range(3, 10)]))
+    box = data.box(0, 0, data._readable(0)[1])
+    assert box.index == 0 and 16 <= box.side <= 40 and str(good) not in data.skipped
+
+
 def test_small_images_are_upscaled_to_the_crop_size(tmp_path):
     data = RandomCrops(image_items(_photo(tmp_path / "s.png", w=12, h=8)), size=32)
     assert data[0].shape == (3, 32, 32)

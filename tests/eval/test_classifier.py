@@ -117,3 +117,13 @@ def test_teacher_sees_a_cat_in_chelsea():
     assert logits.shape == (1, 1000)
     assert int(logits.argmax()) in CAT_CLASSES
     assert "cat" in classifier.imagenet_labels()[int(logits.argmax())]
+
+
+def test_half_storage_loads_back_as_float32_rounded_weights(tmp_path):
+    model = tiny_vit()
+    save_classifier(model, tmp_path / "vit", "vit_tiny_patch16_224", TINY_VIT,
+                    dtype=torch.float16)
+    loaded = load_classifier(tmp_path / "vit")
+    for name, value in loaded.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, model.state_dict()[name].half().float()), name

@@ -97,6 +97,17 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     return image[:, top : top + size, left : left + size]
 
 
+@dataclass(frozen=True)
+class CropBox:
+    """A square crop of one image: top-left corner, side in pixels, and a horizontal flip."""
+
+    index: int
+    top: int
+    left: int
+    side: int
+    flip: bool
+
+
 class RandomCrops(Dataset):
     """Random `size`x`size` crops with random horizontal flips, indexed by any integer i >= 0.
 
@@ -116,6 +127,7 @@ class RandomCrops(Dataset):
         self.min_scale = min_scale  # crops may cover up to size/min_scale pixels, downscaled
         self.cache = len(self.items) <= 2000 if cache is None else cache
         self._decoded: dict[int, torch.Tensor] = {}
+        self._on_device: dict[torch.device, dict[int, torch.Tensor]] = {}
         self.skipped: dict[str, str] = {}
 
     def __len__(self) -> int:
@@ -139,26 +151,58 @@ class RandomCrops(Dataset):
             return self._decoded[index]
         return image
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def _readable(self, i: int) -> tuple[int, torch.Tensor]:
+        """Index and pixels of image i mod N, or of the next readable one."""
         n = len(self.items)
         for step in range(n):
             image = self._image((i + step) % n)
             if image is not None:
-                break
-        else:
-            raise ImageReadError(f"none of the {n} images could be read")
+                return (i + step) % n, image
+        raise ImageReadError(f"none of the {n} images could be read")
+
+    def box(self, i: int, index: int, image: torch.Tensor) -> CropBox:
+        """Where item i comes from, given the readable image (`index`, pixels) it falls on."""
         gen = torch.Generator().manual_seed(hash((self.seed, i)) & ((1 << 62) - 1))
         h, w = image.shape[-2:]
         scale = 1.0 - float(torch.rand((), generator=gen)) * (1.0 - self.min_scale)
         side = min(h, w, round(self.size / scale))
         top = int(torch.randint(h - side + 1, (1,), generator=gen))
         left = int(torch.randint(w - side + 1, (1,), generator=gen))
-        crop = image[:, top : top + side, left : left + side]
+        flip = self.flip and bool(torch.rand((), generator=gen) < 0.5)
+        return CropBox(index, top, left, side, flip)
+
+    def cut(self, image: torch.Tensor, box: CropBox) -> torch.Tensor:
+        """The crop `box` of `image` (uint8 or float, on any device) as float in [0, 1]."""
+        crop = image[:, box.top : box.top + box.side, box.left : box.left + box.side]
         if crop.dtype == torch.uint8:
             crop = crop.float() / 255
-        if side != self.size:
+        if box.side != self.size:
             crop = F.interpolate(crop[None], size=(self.size, self.size), mode="bilinear",
                                  antialias=True, align_corners=False)[0].clamp(0, 1)
-        if self.flip and bool(torch.rand((), generator=gen) < 0.5):
+        if box.flip:
             crop = crop.flip(-1)
         return crop.contiguous()
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        index, image = self._readable(i)
+        return self.cut(image, self.box(i, index, image))
+
+    def batch(self, first: int, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Items first .. first+count-1 stacked, cut on `device`.
+
+        Equal to stacking the items one by one on the CPU. With the image cache on, each image
+        is copied to `device` once and every later crop is cut and resized there.
+        """
+        device = torch.device(device)
+        kept = self._on_device.setdefault(device, {})
+        crops = []
+        for i in range(first, first + count):
+            index, image = self._readable(i)
+            box = self.box(i, index, image)
+            if not self.cache:
+                crops.append(self.cut(image.to(device), box))
+                continue
+            if index not in kept:
+                kept[index] = image.to(device)
+            crops.append(self.cut(kept[index], box))
+        return torch.stack(crops)

@@ -173,10 +173,13 @@ def top1_agreement(logits: Tensor, reference: Tensor) -> float:
 
 # -- students saved as config.json + model.safetensors -------------------------------------
 def save_classifier(model: nn.Module, directory: str | Path, model_name: str,
-                    model_kwargs: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+                    model_kwargs: dict[str, Any], extra: dict[str, Any] | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
     """Write a timm model as `config.json` (how to rebuild it) + `model.safetensors`.
 
     `model` must be `timm.create_model(model_name, **model_kwargs)` with trained weights.
+    `dtype` (e.g. float16) stores floating-point tensors smaller; loading casts them back to
+    the model's own dtype.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -184,6 +187,8 @@ def save_classifier(model: nn.Module, directory: str | Path, model_name: str,
               "input": "RGB float [B, 3, 224, 224] in [0, 1], no normalization",
               **(extra or {})}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
     atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory
