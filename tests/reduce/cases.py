@@ -14,6 +14,7 @@ VARIANTS = {
     "tome": ("tome", {"keep": 0.5}),
     "tome-r": ("tome", {"r": 4}),
     "tome-many-rounds": ("tome", {"keep": 0.2}),
+    "tome-gentle-rounds": ("tome", {"keep": 0.5, "round_share": 0.2}),
     "divprune": ("divprune", {"keep": 0.4}),
     "kcenter": ("kcenter", {"keep": 0.4}),
     "kcenter-cosine": ("kcenter", {"keep": 0.3, "distance": "cosine"}),

@@ -54,6 +54,13 @@ def test_random_weights_give_speed_only(tmp_path, capsys):
     assert "speed-up b2" in out and "note: fidelity needs a trained model" in out
 
 
+def test_methods_take_options(tmp_path):
+    summary = bench(tmp_path, "--model", "vit_tiny_patch16_224", "--model-kwargs",
+                    json.dumps(TINY), "--methods", "tome", "tome:round_share=0.25")
+    assert [r["method"] for r in summary["rows"]] == ["none", "tome", "tome:round_share=0.25"]
+    assert summary["rows"][2]["tokens_per_block"] == [17, 9]
+
+
 def test_titok_fidelity(tmp_path, photos):
     torch.manual_seed(0)
     create_tokenizer("test-titok", depth=2).save_pretrained(tmp_path / "tok")
@@ -85,6 +92,8 @@ def test_classifier_agreement(tmp_path, photos):
 
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "tome", "nope"], "unknown reducer 'nope'"),
+    (["--methods", "tome:round_share=0.9"], "round_share must be in (0, 0.5], got 0.9"),
+    (["--methods", "tome:round_share"], "options look like NAME:option=value"),
     (["--keeps", "0.5", "1.5"], "keep must be in (0, 1], got 1.5"),
     (["--batch-sizes", "0"], "--batch-sizes must be at least 1, got 0"),
     (["--model-kwargs", "[1]"], "must be a JSON object"),

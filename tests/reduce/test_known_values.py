@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +46,29 @@ def test_tome_with_keys_merges_by_keys_and_averages_features():
     # A = {0, 2}, B = {1, 3}: 0 ~ 3 and 2 ~ 1 by keys
     assert plan.assign.tolist() == [[1, 0, 0, 1]]
     assert plan.apply(x)[0, :, 0].tolist() == [1.5, 2.5]
+
+
+def test_tome_round_share_splits_a_one_shot_merge_into_gentler_rounds():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 40, 8, generator=g)
+    one = create_reducer("tome", keep=0.5)
+    assert torch.equal(one(x).assign, create_reducer("tome", keep=0.5, round_share=0.5)(x).assign)
+    gentle = create_reducer("tome", keep=0.5, round_share=0.1)
+    # 40 tokens -> 20 in rounds of at most 10% of those alive (at least 1)
+    assert [r[2] for r in gentle._rounds(_batch_of(gentle, x))] == [
+        [4], [3], [3], [3], [2], [2], [2], [1]]
+    plan = gentle(x)
+    assert plan.mask.sum(1).tolist() == [20, 20]
+    assert not torch.equal(plan.assign, one(x).assign)  # later rounds re-match merged tokens
+    with pytest.raises(ValueError, match="round_share must be in \\(0, 0.5\\], got 0.7"):
+        create_reducer("tome", keep=0.5, round_share=0.7)
+
+
+def _batch_of(reducer, x):
+    from vtok.reduce.base import check_tokens
+
+    mask, sizes, padded = check_tokens(x, None, None)
+    return reducer.prepare(x, mask, sizes, padded, None, None, 0)
 
 
 def test_kcenter_picks_the_obvious_spread_on_a_line():

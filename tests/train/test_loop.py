@@ -83,6 +83,26 @@ def test_init_starts_from_a_tokenizer_directory_and_refuses_misfits(photo_dir, t
         train(_config(photo_dir, tmp_path / "m", steps=2, init=str(tmp_path / "missing")))
 
 
+def test_train_only_the_decoder_keeps_every_token(photo_dir, tmp_path):
+    from vtok import create_tokenizer, load
+
+    torch.manual_seed(1)
+    source = create_tokenizer("test-conv2d")
+    source.save_pretrained(tmp_path / "source")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(_config(photo_dir, tmp_path / "tuned", steps=20, gan_start=5,
+                      init=str(tmp_path / "source"), train_only=["decoder"]))
+    tuned = load(tmp_path / "tuned" / "model")
+    before, after = source.state_dict(), tuned.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"decoder"}  # encoder, codebook and its statistics untouched
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(source.encode(x).indices, tuned.encode(x).indices)
+    with pytest.raises(ValueError, match="has no part 'decodr'; its parts: quantizer, encoder"):
+        train(_config(photo_dir, tmp_path / "bad", steps=2, train_only=["decodr"]))
+
+
 def test_non_finite_steps_are_skipped_and_reported(photo_dir, tmp_path, monkeypatch):
     real_create = loop_module.create_tokenizer
     calls = {"n": 0}
@@ -130,6 +150,7 @@ def test_runs_are_not_overwritten_and_resume_checks_the_config(photo_dir, tmp_pa
     ({"stop_at": 500}, r"TrainConfig.stop_at must be in \[1, steps=100\]"),
     ({"lpips_net": "squeeze"}, "TrainConfig.lpips_net must be 'alex' or 'vgg'"),
     ({"init": ""}, "TrainConfig.init must be a tokenizer directory or shipped name"),
+    ({"train_only": "decoder"}, "TrainConfig.train_only must be a non-empty list"),
 ])
 def test_bad_training_config_names_the_field(photo_dir, tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):

@@ -4,6 +4,7 @@ a second stage started from saved weights (tiny runs on the CPU with the offline
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -98,3 +99,14 @@ def test_a_resumed_run_equals_a_straight_one_and_init_starts_from_saved_weights(
     c = load_file(str(stage / "model" / "model.safetensors"))
     assert all(torch.equal(a[k], c[k]) for k in a)
     assert "Start: the weights of" in (stage / "TRAINING.md").read_text()
+
+
+def test_evaluate_scores_a_saved_model_on_both_splits(script, photos, tmp_path, capsys):
+    _run(script, tmp_path / "run", "--steps", "2")
+    capsys.readouterr()
+    assert script.main(["--evaluate", str(tmp_path / "run" / "model"), "--eval-crops", "3",
+                        "--device", "cpu"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert set(scores) == {f"{kind}_{split}_{views}" for kind in ("agree", "top5")
+                           for split in ("val", "train") for views in ("views", "crops")}
+    assert all(0 <= v <= 1 for v in scores.values())

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subject.add_argument("--titok", metavar="NAME_OR_DIR",
                          help="trained vtok TiTok tokenizer: adds reconstruction PSNR / LPIPS")
     parser.add_argument("--methods", nargs="+", metavar="NAME",
-                        help="reducers to bench (default: every registered one)")
+                        help="reducers to bench (default: every registered one); options "
+                        "as NAME:option=value,..., e.g. tome:round_share=0.25")
     parser.add_argument("--keeps", nargs="+", type=float, default=list(DEFAULT_KEEPS),
                         metavar="RATIO", help="keep ratios (default: 0.5 0.25 0.1)")
     parser.add_argument("--layer", type=int, help="block at whose input tokens are reduced "
@@ -60,11 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> tuple[list[str], list[float], dict[str, Any]]:
     from vtok.reduce import REDUCERS
-    from vtok.reduce.base import check_keep
+    from vtok.reduce.base import check_keep, create_reducer
+    from vtok.reduce.bench import parse_method
 
     methods = list(dict.fromkeys(args.methods or REDUCERS.names()))
-    for name in methods:
+    for spec in methods:
+        name, options = parse_method(spec)
         REDUCERS.get(name)  # names an unknown one and lists the registered
+        if options:  # a bad option or value fails here, naming it, not mid-bench
+            create_reducer(name, keep=0.5, **dict(options))
     keeps = list(dict.fromkeys(check_keep(k) for k in args.keeps))
     for name, value, low in (("--batch-sizes", min(args.batch_sizes), 1),
                              ("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0),

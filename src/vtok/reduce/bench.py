@@ -12,6 +12,7 @@ multiply-add; convolutions, matmuls and attention, the reducer's own matmuls inc
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import statistics
 import time
@@ -45,10 +46,31 @@ class Variant:
 
     method: str | None
     keep: float = 1.0
+    options: tuple[tuple[str, Any], ...] = ()  # passed to the reducer, e.g. round_share
 
     @property
     def label(self) -> str:
-        return self.method or "none"
+        if self.method is None:
+            return "none"
+        return ":".join([self.method, ",".join(f"{k}={v}" for k, v in self.options)]) \
+            if self.options else self.method
+
+
+def parse_method(spec: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """'tome' -> ('tome', ()); 'tome:round_share=0.25' -> ('tome', (('round_share', 0.25),)).
+    Option values are JSON when they parse as JSON, strings otherwise."""
+    name, _, rest = spec.partition(":")
+    options = []
+    for item in filter(None, rest.split(",")):
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"method {spec!r}: options look like NAME:option=value,...")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        options.append((key, value))
+    return name, tuple(options)
 
 
 @dataclass
@@ -60,8 +82,11 @@ class Measurement:
 
 
 def variants(methods: list[str], keeps: list[float]) -> list[Variant]:
-    """The unreduced model first, then every method at every keep ratio."""
-    return [Variant(None)] + [Variant(m, k) for m in methods for k in keeps]
+    """The unreduced model first, then every method (a name, or NAME:option=value,...) at
+    every keep ratio."""
+    parsed = [parse_method(m) for m in methods]
+    return [Variant(None)] + [Variant(name, k, options) for name, options in parsed
+                              for k in keeps]
 
 
 def timm_subject(name_or_dir: str, model_kwargs: dict[str, Any] | None = None,
@@ -108,7 +133,8 @@ def reduced(subject: Subject, variant: Variant, layer: int | None) -> Iterator[
     if variant.method is None:
         yield None
         return
-    with attach(subject.model, variant.method, keep=variant.keep, layers=layer) as handle:
+    with attach(subject.model, variant.method, keep=variant.keep, layers=layer,
+                **dict(variant.options)) as handle:
         yield handle
 
 

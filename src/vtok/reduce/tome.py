@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vtok.reduce.base import REDUCERS, Reducer, TokenBatch, merge_dest
+from vtok.reduce.base import REDUCERS, Protected, Reducer, TokenBatch, merge_dest
 from vtok.reduce.select import normalize, top_k_mask
 
 
@@ -18,42 +18,55 @@ class TokenMerging(Reducer):
     most similar matches are merged into their match, size-weighted. One round can remove at
     most |A| (half the tokens), as in the paper; when more must go (keep < 0.5, or a large r)
     further rounds match the merged tokens again, so the kept count is always exact.
+
+    round_share: at most this share of the tokens still alive is merged in one round (0.5, the
+    default, is the paper's single round for up to half). A smaller share spreads a large
+    one-shot reduction over several gentler rounds, each matching the merged tokens afresh,
+    much as the paper's schedule spreads it over layers.
     """
 
     name = "tome"
+
+    def __init__(self, keep: float | None = None, r: int | None = None,
+                 protected: Protected = 0, round_share: float = 0.5) -> None:
+        super().__init__(keep=keep, r=r, protected=protected)
+        if not isinstance(round_share, (int, float)) or not 0 < round_share <= 0.5:
+            raise ValueError(f"round_share must be in (0, 0.5], got {round_share!r}")
+        self.round_share = float(round_share)
 
     def select(self, batch: TokenBatch) -> Tensor:
         feats, sizes = batch.feats, batch.sizes
         B, N, _ = feats.shape
         index = torch.arange(N, device=feats.device).expand(B, N)
         dest = index.masked_fill(~batch.reducible, -1)
-        remaining = batch.n - batch.counts
         current = feats
-        for a_max, b_max in self._round_shapes(batch):
+        for a_max, b_max, quota in self._rounds(batch):
             alive = dest == index
-            dest, removed = self._match_round(current, alive, remaining, dest, a_max, b_max)
-            remaining = remaining - removed
+            quota = torch.tensor(quota, device=feats.device).expand(B)
+            dest = self._match_round(current, alive, quota, dest, a_max, b_max)
             current = _cluster_means(feats, sizes, dest)
         return merge_dest(batch, dest)
 
-    def _round_shapes(self, batch: TokenBatch) -> list[tuple[int, int]]:
-        """Largest |A| and |B| of every round, worked out on the host once (no syncs per round)."""
+    def _rounds(self, batch: TokenBatch) -> list[tuple[int, int, list[int]]]:
+        """Largest |A| and |B| of every round and the tokens each sample merges in it, worked
+        out on the host once (no syncs per round)."""
         if batch.padded:
             alive, todo = batch.n.tolist(), (batch.n - batch.counts).tolist()
         else:
             n = batch.reducible.shape[1] - batch.num_protected
             alive, todo = [n], [n - batch.max_count]
-        shapes = []
+        rounds = []
         while any(t > 0 for t in todo):
-            shapes.append((max((a + 1) // 2 for a in alive), max(a // 2 for a in alive)))
-            for i, (a, t) in enumerate(zip(alive, todo)):
-                m = min(t, a // 2)
-                alive[i], todo[i] = a - m, t - m
-        return shapes
+            quota = [min(t, a // 2, max(1, int(a * self.round_share)))
+                     for a, t in zip(alive, todo)]
+            rounds.append((max((a + 1) // 2 for a in alive), max(a // 2 for a in alive), quota))
+            alive = [a - m for a, m in zip(alive, quota)]
+            todo = [t - m for t, m in zip(todo, quota)]
+        return rounds
 
     @staticmethod
-    def _match_round(feats: Tensor, alive: Tensor, remaining: Tensor, dest: Tensor,
-                     a_max: int, b_max: int) -> tuple[Tensor, Tensor]:
+    def _match_round(feats: Tensor, alive: Tensor, quota: Tensor, dest: Tensor,
+                     a_max: int, b_max: int) -> Tensor:
         B, N, _ = feats.shape
         rank = (alive.cumsum(1) - 1).masked_fill(~alive, -1)
         is_a = alive & (rank % 2 == 0)
@@ -68,14 +81,13 @@ class TokenMerging(Reducer):
         )
         best, best_j = sim.max(dim=-1)
         has_b = b_valid.any(dim=1)
-        removed = torch.where(has_b, remaining.minimum(a_valid.sum(1)), 0)
+        removed = torch.where(has_b, quota.minimum(a_valid.sum(1)), 0)
         chosen = top_k_mask(best, a_valid, removed)
         target = b_idx.gather(1, best_j)
         # Redirect each chosen A token (and everything already merged into it) to its match.
         redirect = torch.arange(N + 1, device=feats.device).repeat(B, 1)
         redirect.scatter_(1, torch.where(chosen, a_idx, N), target.masked_fill(~chosen, N))
-        new_dest = redirect[:, :N].gather(1, dest.clamp(min=0)).masked_fill(dest < 0, -1)
-        return new_dest, removed
+        return redirect[:, :N].gather(1, dest.clamp(min=0)).masked_fill(dest < 0, -1)
 
 
 def _set_members(member: Tensor, position: Tensor, size: int) -> tuple[Tensor, Tensor]:

@@ -16,6 +16,9 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's fields
     data: str | None = None  # folder / tar shards; None = the default photos' train split
     init: str | None = None  # start from this tokenizer directory's weights (fine-tuning)
+    # train only these top-level parts (e.g. ["decoder"]); the others keep their weights and
+    # run in eval mode, so a frozen quantizer's codebook (and so every token) stays the same
+    train_only: list[str] | None = None
     out: str = "runs/tokenizer"
     steps: int = 1000
     stop_at: int | None = None  # end this invocation early (the schedule still spans `steps`)
@@ -85,6 +88,11 @@ class TrainConfig:
         if self.init is not None and (not isinstance(self.init, str) or not self.init):
             raise ValueError(f"TrainConfig.init must be a tokenizer directory or shipped name, "
                              f"got {self.init!r}")
+        if self.train_only is not None and (
+                not isinstance(self.train_only, list) or not self.train_only
+                or not all(isinstance(n, str) and n for n in self.train_only)):
+            raise ValueError(f"TrainConfig.train_only must be a non-empty list of part names "
+                             f"such as [\"decoder\"], got {self.train_only!r}")
         if not isinstance(self.model, dict):
             raise ValueError(f"TrainConfig.model must be a dict of preset overrides, "
                              f"got {self.model!r}")

@@ -99,6 +99,7 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
     if config.init is not None and not resume:
         init_from(model, Path(config.init))
     model = model.to(device).train()
+    freeze_except(model, config.train_only)
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
     disc = lecam = None
     if config.gan_weight > 0:
@@ -237,6 +238,21 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
     return summary
 
 
+def freeze_except(model: nn.Module, parts: list[str] | None) -> None:
+    """Freeze every top-level part of `model` not named in `parts`: no gradients, eval mode
+    (a quantizer in eval mode leaves its codebook and statistics alone)."""
+    if parts is None:
+        return
+    children = dict(model.named_children())
+    unknown = [name for name in parts if name not in children]
+    if unknown:
+        raise ValueError(f"TrainConfig.train_only: {type(model).__name__} has no part "
+                         f"{', '.join(map(repr, unknown))}; its parts: {', '.join(children)}")
+    for name, child in children.items():
+        if name not in parts:
+            child.requires_grad_(False).eval()
+
+
 def init_from(model: Tokenizer, directory: Path) -> None:
     """Fine-tuning: copy the weights of a tokenizer directory or training run into `model`,
     refusing another architecture or a configuration whose weights do not fit."""
@@ -263,7 +279,8 @@ def _check_same_run(saved: TrainConfig, now: TrainConfig) -> None:
 @torch.no_grad()
 def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - decay)
+        if p.requires_grad:  # frozen parts stay bit-identical (a lerp could move them an ulp)
+            e.lerp_(p, 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)  # codebooks, EMA statistics, counters: take the live values
 
