@@ -56,9 +56,16 @@ def test_random_weights_give_speed_only(tmp_path, capsys):
 
 def test_methods_take_options(tmp_path):
     summary = bench(tmp_path, "--model", "vit_tiny_patch16_224", "--model-kwargs",
-                    json.dumps(TINY), "--methods", "tome", "tome:round_share=0.25")
-    assert [r["method"] for r in summary["rows"]] == ["none", "tome", "tome:round_share=0.25"]
-    assert summary["rows"][2]["tokens_per_block"] == [17, 9]
+                    json.dumps(TINY), "--methods", "tome", "tome:round_share=0.25",
+                    "--repeats", "3")
+    rows = summary["rows"]
+    assert [r["method"] for r in rows] == ["none", "tome", "tome:round_share=0.25"]
+    assert rows[2]["tokens_per_block"] == [17, 9]
+    # speed-ups are medians of per-round ratios to the base timings beside each variant
+    assert rows[0]["speedup_b2"] == 1.0 and rows[0]["speedup_quartiles_b2"] == [1.0, 1.0]
+    for row in rows[1:]:
+        q1, q3 = row["speedup_quartiles_b2"]
+        assert 0 < q1 <= row["speedup_b2"] <= q3
 
 
 def test_titok_fidelity(tmp_path, photos):

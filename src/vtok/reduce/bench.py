@@ -2,9 +2,11 @@
 against the unreduced model, measured in one run (ToMe's throughput protocol, Bolya et al. 2023).
 
 Timing: inference mode, `warmup` calls per variant (the last one sizes how many calls make one
-timed repeat of at least `min_time` seconds), then `repeats` rounds that time every variant in
-turn (round robin, so drift in machine load hits all of them alike); a variant's images/s is
-the median over the rounds and its speed-up is that over the unreduced model's median.
+timed repeat of at least `min_time` seconds), then `repeats` rounds. Each round times the
+unreduced model between every two variants (base, v1, base, v2, base, ...), so each variant's
+speed-up in a round is over the mean of the two base timings beside it: load that comes and
+goes on a shared machine hits both sides of every ratio. A variant's images/s is its median
+over the rounds; its speed-up is the median of its per-round ratios, with their quartiles.
 GFLOPs: `torch.utils.flop_counter.FlopCounterMode` on one batch-1 call (2 FLOPs per
 multiply-add; convolutions, matmuls and attention, the reducer's own matmuls included).
 """
@@ -78,6 +80,7 @@ class Measurement:
     tokens: list[int] = field(default_factory=list)  # tokens entering each block
     gflops: float | None = None
     images_per_s: dict[int, float] = field(default_factory=dict)
+    speedups: dict[int, list[float]] = field(default_factory=dict)  # per round, paired
     error: str | None = None
 
 
@@ -182,25 +185,43 @@ def time_variants(subject: Subject, measured: dict[Variant, Measurement], batch_
                   min_time: float = 0.2, progress: Callable[[], None] | None = None) -> None:
     """Fill in the median images/s of every variant without an error, per batch size."""
     live = [v for v, m in measured.items() if m.error is None]
+    base = next(v for v in live if v.method is None)
     g = torch.Generator().manual_seed(1)
     with torch.inference_mode():
         for b in batch_sizes:
             size = subject.image_size
             x = torch.rand(b, 3, size, size, generator=g)
             calls = {v: _calibrate(subject, v, layer, x, warmup, min_time) for v in live}
+
+            def speed(v: Variant) -> float:
+                with reduced(subject, v, layer):
+                    start = time.perf_counter()
+                    for _ in range(calls[v]):
+                        subject.run(x)
+                    seconds = time.perf_counter() - start
+                return b * calls[v] / seconds
+
             speeds: dict[Variant, list[float]] = {v: [] for v in live}
+            ratios: dict[Variant, list[float]] = {v: [] for v in live}
             for _ in range(repeats):
+                before = speed(base)
+                speeds[base].append(before)
+                ratios[base].append(1.0)
+                if progress:
+                    progress()
                 for v in live:
-                    with reduced(subject, v, layer):
-                        start = time.perf_counter()
-                        for _ in range(calls[v]):
-                            subject.run(x)
-                        seconds = time.perf_counter() - start
-                    speeds[v].append(b * calls[v] / seconds)
+                    if v is base:
+                        continue
+                    own, after = speed(v), speed(base)
+                    speeds[v].append(own)
+                    speeds[base].append(after)
+                    ratios[v].append(own / ((before + after) / 2))
+                    before = after
                     if progress:
                         progress()
             for v in live:
                 measured[v].images_per_s[b] = statistics.median(speeds[v])
+                measured[v].speedups[b] = ratios[v]
 
 
 def _calibrate(subject: Subject, variant: Variant, layer: int | None, x: Tensor, warmup: int,
@@ -221,8 +242,8 @@ def result_rows(rows: list[Variant], measured: dict[Variant, Measurement],
                 fidelity: dict[Variant, dict[str, float]], columns: tuple[str, ...],
                 batch_sizes: list[int]) -> list[dict[str, Any]]:
     """One flat JSON row per variant. Speed-ups are over the unreduced row (the first) of the
-    same run; fidelity `columns` are None where nothing was measured."""
-    base = measured[rows[0]]
+    same run, paired per round (see `time_variants`); fidelity `columns` are None where nothing
+    was measured."""
     out = []
     for v in rows:
         m = measured[v]
@@ -230,9 +251,12 @@ def result_rows(rows: list[Variant], measured: dict[Variant, Measurement],
                                "tokens": m.tokens[-1] if m.tokens else None,
                                "tokens_per_block": m.tokens or None, "gflops": m.gflops}
         for b in batch_sizes:
-            ips, ref = m.images_per_s.get(b), base.images_per_s.get(b)
-            row[f"images_per_s_b{b}"] = ips
-            row[f"speedup_b{b}"] = None if ips is None or not ref else ips / ref
+            ratios = m.speedups.get(b)
+            row[f"images_per_s_b{b}"] = m.images_per_s.get(b)
+            row[f"speedup_b{b}"] = statistics.median(ratios) if ratios else None
+            row[f"speedup_quartiles_b{b}"] = (
+                statistics.quantiles(ratios, n=4, method="inclusive")[::2]
+                if ratios and len(ratios) > 1 else None)
         row.update({c: fidelity.get(v, {}).get(c) for c in columns})
         if m.error:
             row["error"] = m.error

@@ -18,16 +18,17 @@ def _cell(value: Any, spec: str) -> str:
 def table(summary: dict[str, Any]) -> str:
     """Fixed-width text: one line per row of `summary["rows"]`, then the notes."""
     sizes, columns = summary["batch_sizes"], summary["fidelity_columns"]
-    head = [f"{'method':10s}", f"{'keep':>5s}", f"{'tokens':>6s}", f"{'GFLOPs':>7s}"]
+    width = max([10] + [len(row["method"]) for row in summary["rows"]])
+    head = [f"{'method':{width}s}", f"{'keep':>5s}", f"{'tokens':>6s}", f"{'GFLOPs':>7s}"]
     head += [f"{f'img/s b{b}':>10s}" for b in sizes]
-    head += [f"{f'speed-up b{b}':>13s}" for b in sizes]
+    head += [f"{f'speed-up b{b} (quartiles)':>25s}" for b in sizes]
     head += [f"{LABELS.get(c, c):>9s}" for c in columns]
     lines = [" ".join(head)]
     for row in summary["rows"]:
-        cells = [f"{row['method']:10s}", f"{row['keep']:5.2f}", f"{_cell(row['tokens'], 'd'):>6s}",
-                 f"{_cell(row['gflops'], '.3f'):>7s}"]
+        cells = [f"{row['method']:{width}s}", f"{row['keep']:5.2f}",
+                 f"{_cell(row['tokens'], 'd'):>6s}", f"{_cell(row['gflops'], '.3f'):>7s}"]
         cells += [f"{_cell(row[f'images_per_s_b{b}'], '.1f'):>10s}" for b in sizes]
-        cells += [f"{_cell(row[f'speedup_b{b}'], '.2f'):>13s}" for b in sizes]
+        cells += [f"{_speedup(row, b):>25s}" for b in sizes]
         cells += [f"{_cell(row[c], '.3f'):>9s}" for c in columns]
         line = " ".join(cells)
         if row.get("error"):
@@ -36,6 +37,13 @@ def table(summary: dict[str, Any]) -> str:
     if summary.get("fidelity_note"):
         lines.append(f"note: {summary['fidelity_note']}")
     return "\n".join(lines)
+
+
+def _speedup(row: dict, b: int) -> str:
+    median, quartiles = row[f"speedup_b{b}"], row.get(f"speedup_quartiles_b{b}")
+    if median is None or not quartiles:
+        return _cell(median, ".2f")
+    return f"{median:.2f} ({quartiles[0]:.2f}-{quartiles[1]:.2f})"
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
