@@ -192,19 +192,10 @@ def time_variants(subject: Subject, measured: dict[Variant, Measurement], batch_
             size = subject.image_size
             x = torch.rand(b, 3, size, size, generator=g)
             calls = {v: _calibrate(subject, v, layer, x, warmup, min_time) for v in live}
-
-            def speed(v: Variant) -> float:
-                with reduced(subject, v, layer):
-                    start = time.perf_counter()
-                    for _ in range(calls[v]):
-                        subject.run(x)
-                    seconds = time.perf_counter() - start
-                return b * calls[v] / seconds
-
             speeds: dict[Variant, list[float]] = {v: [] for v in live}
             ratios: dict[Variant, list[float]] = {v: [] for v in live}
             for _ in range(repeats):
-                before = speed(base)
+                before = _images_per_s(subject, base, layer, x, calls[base])
                 speeds[base].append(before)
                 ratios[base].append(1.0)
                 if progress:
@@ -212,7 +203,8 @@ def time_variants(subject: Subject, measured: dict[Variant, Measurement], batch_
                 for v in live:
                     if v is base:
                         continue
-                    own, after = speed(v), speed(base)
+                    own = _images_per_s(subject, v, layer, x, calls[v])
+                    after = _images_per_s(subject, base, layer, x, calls[base])
                     speeds[v].append(own)
                     speeds[base].append(after)
                     ratios[v].append(own / ((before + after) / 2))
@@ -222,6 +214,16 @@ def time_variants(subject: Subject, measured: dict[Variant, Measurement], batch_
             for v in live:
                 measured[v].images_per_s[b] = statistics.median(speeds[v])
                 measured[v].speedups[b] = ratios[v]
+
+
+def _images_per_s(subject: Subject, variant: Variant, layer: int | None, x: Tensor,
+                  calls: int) -> float:
+    with reduced(subject, variant, layer):
+        start = time.perf_counter()
+        for _ in range(calls):
+            subject.run(x)
+        seconds = time.perf_counter() - start
+    return x.shape[0] * calls / seconds
 
 
 def _calibrate(subject: Subject, variant: Variant, layer: int | None, x: Tensor, warmup: int,
