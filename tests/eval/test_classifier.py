@@ -127,3 +127,18 @@ def test_half_storage_loads_back_as_float32_rounded_weights(tmp_path):
     for name, value in loaded.state_dict().items():
         assert value.dtype == torch.float32
         assert torch.equal(value, model.state_dict()[name].half().float()), name
+
+
+def test_the_bench_classifier_ships_and_loads():
+    from pathlib import Path
+
+    folder = Path(__file__).parents[2] / "benchmarks" / "classifier"
+    model = load_classifier(folder)
+    assert isinstance(model, timm.models.VisionTransformer) and len(model.blocks) == 12
+    assert sum(p.numel() for p in model.parameters()) == 5_717_416
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    config = json.loads((folder / "config.json").read_text())
+    assert config["training"]["steps"] == 4400 and "--init" in config["training"]["command"]
+    with torch.no_grad():
+        logits = model(torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
+    assert logits.shape == (2, 1000) and torch.isfinite(logits).all()
