@@ -128,7 +128,11 @@ class ReductionPlan:
         values = flat.to(acc).masked_fill(dropped[..., None], 0) * w[..., None]
         slot = self.assign.clamp(min=0)
         B, M, D = flat.shape[0], self.num_outputs, flat.shape[2]
-        total = values.new_zeros(B, M, D).scatter_add_(1, slot[..., None].expand(-1, -1, D), values)
+        # rows of all samples in one index_add_ (several times faster on CPU than scatter_add_
+        # along dim 1 with an index expanded over the channels)
+        rows = (slot + torch.arange(B, device=slot.device)[:, None] * M).reshape(-1)
+        total = values.new_zeros(B * M, D).index_add_(0, rows, values.reshape(B * slot.shape[1], D))
+        total = total.view(B, M, D)
         if not average:
             return total.to(flat.dtype)
         norm = w.new_zeros(B, M).scatter_add_(1, slot, w)
