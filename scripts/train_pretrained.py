@@ -114,12 +114,21 @@ def kept_prior(dest: Path, new_model: Path) -> dict[str, bytes]:
         files["TRAINING.md"] = (heading + notes.split(heading, 1)[1]).encode()
     if not files or not (dest / "config.json").exists():
         return {}
-    old, new = load(dest).state_dict(), load(new_model).state_dict()
-    same = old.keys() == new.keys() and all(
-        torch.equal(old[k], new[k]) for k in old if not k.startswith("decoder."))
+    old, new = load(dest), load(new_model)
+    old_state, new_state = old.state_dict(), new.state_dict()
+    same = old_state.keys() == new_state.keys() and all(
+        torch.equal(old_state[k], new_state[k]) for k in old_state
+        if not k.startswith("decoder."))
     if not same:
         print(f"{dest.name}: the tokens changed; retrain its prior with scripts/train_prior.py")
         return {}
+    # the prior names the tokenizer it was trained for; the tokens are the same, the id is new
+    config = json.loads(files["prior.json"])
+    if config.get("tokenizer_id") != old.tokenizer_id:
+        print(f"{dest.name}: its prior was trained for another tokenizer; retrain it")
+        return {}
+    config["tokenizer_id"] = new.tokenizer_id
+    files["prior.json"] = (json.dumps(config, indent=2) + "\n").encode()
     return files
 
 
