@@ -6,7 +6,8 @@ The reduction benchmark scores a reduced ViT by its top-1 agreement with its unr
     ... add --resume to continue from the last checkpoint in --out
     python scripts/train_vit_classifier.py --device cuda --minutes 6 --batch-size 256 ...
 
-On a GPU the decoded photos are copied over once and every crop is cut and resized there.
+On a GPU the decoded photos are copied over once, and each batch of crops is cut and resized
+there by one `roi_align` (`CanvasCrops`).
 
 The student (timm `vit_tiny_patch16_224` by default: 12 blocks, width 192, 3 heads, 196 patch
 tokens + CLS, read from [0, 1] pixels) learns the teacher's soft labels: KL divergence at
