@@ -188,7 +188,7 @@ class CanvasCrops:
     close to the antialiased resize `RandomCrops` uses, so only rounding differs."""
 
     def __init__(self, crops: RandomCrops, device: torch.device) -> None:
-        images = [crops._readable(i) for i in range(len(crops))]
+        images = [crops.readable(i) for i in range(len(crops))]
         height = max(image.shape[-2] for _, image in images)
         width = max(image.shape[-1] for _, image in images)
         self.canvas = torch.zeros(len(crops), 3, height, width, device=device)
@@ -203,7 +203,7 @@ class CanvasCrops:
 
         boxes = []
         for i in range(first, first + count):
-            index, image = self.crops._readable(i)
+            index, image = self.crops.readable(i)
             boxes.append(self.crops.box(i, index, image))
         rois = torch.tensor([[self.slot[b.index], b.left, b.top, b.left + b.side, b.top + b.side]
                              for b in boxes], dtype=torch.float32, device=self.canvas.device)

@@ -50,7 +50,7 @@ def test_a_batch_equals_its_items_stacked(tmp_path, cache):
         batch = data.batch(3, 7)
     assert batch.shape == (7, 3, 16, 16)
     assert torch.equal(batch, torch.stack([data[i] for i in range(3, 10)]))
-    box = data.box(0, 0, data._readable(0)[1])
+    box = data.box(0, 0, data.readable(0)[1])
     assert box.index == 0 and 16 <= box.side <= 40 and str(good) not in data.skipped
 
 

@@ -151,7 +151,7 @@ class RandomCrops(Dataset):
             return self._decoded[index]
         return image
 
-    def _readable(self, i: int) -> tuple[int, torch.Tensor]:
+    def readable(self, i: int) -> tuple[int, torch.Tensor]:
         """Index and pixels of image i mod N, or of the next readable one."""
         n = len(self.items)
         for step in range(n):
@@ -184,7 +184,7 @@ class RandomCrops(Dataset):
         return crop.contiguous()
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        index, image = self._readable(i)
+        index, image = self.readable(i)
         return self.cut(image, self.box(i, index, image))
 
     def batch(self, first: int, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -197,7 +197,7 @@ class RandomCrops(Dataset):
         kept = self._on_device.setdefault(device, {})
         crops = []
         for i in range(first, first + count):
-            index, image = self._readable(i)
+            index, image = self.readable(i)
             box = self.box(i, index, image)
             if not self.cache:
                 crops.append(self.cut(image.to(device), box))
