@@ -111,3 +111,33 @@ def test_training_reduces_quantization_error(ema):
             opt.step()
     after = (q.eval()(x).z_q - x).pow(2).mean()
     assert after < 0.2 * before
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_grown_codebook_keeps_old_codes_and_splits_the_busiest(ema):
+    vq = create_quantizer("vq", dim=4, codebook_size=8, ema=ema, kmeans_init=False)
+    if ema:
+        vq.ema_count.copy_(torch.tensor([1.0, 9.0, 2.0, 7.0, 3.0, 3.0, 1.0, 5.0]))
+        vq.ema_sum.copy_(vq.codebook * vq.ema_count[:, None])
+    state = vq.grown_state(11, seed=3)
+    big = create_quantizer("vq", dim=4, codebook_size=11, ema=ema, kmeans_init=False)
+    big.load_state_dict(state)
+    big.eval()
+    old = torch.arange(8)
+    assert torch.equal(big.decode(old), vq.decode(old))
+    split = torch.tensor([1, 3, 7]) if ema else torch.tensor([0, 1, 2])
+    moved = (big.codes()[8:] - vq.codes()[split]).norm(dim=1)
+    assert bool((moved > 0).all()) and bool((moved < 0.1).all())
+    if ema:  # each split pair shares the old code's count and still averages to its codes
+        assert torch.equal(big.ema_count[split], vq.ema_count[split] / 2)
+        assert torch.equal(big.ema_count[8:], big.ema_count[split])
+        assert torch.allclose(big.ema_sum[8:] / big.ema_count[8:, None], big.codebook[8:])
+        assert torch.equal(big.ema_sum[:8][[0, 2]], vq.ema_sum[[0, 2]])
+    assert torch.equal(vq.grown_state(11, seed=3)["codebook"], state["codebook"])  # seeded
+
+
+@pytest.mark.parametrize("size", [8, 7, 17, 12.0])
+def test_grown_codebook_refuses_sizes_it_cannot_reach(size):
+    vq = create_quantizer("vq", dim=4, codebook_size=8)
+    with pytest.raises(ValueError, match=f"grows to between 9 and 16 codes, not {size}"):
+        vq.grown_state(size)

@@ -103,6 +103,38 @@ def test_train_only_the_decoder_keeps_every_token(photo_dir, tmp_path):
         train(_config(photo_dir, tmp_path / "bad", steps=2, train_only=["decodr"]))
 
 
+def test_grow_codebook_fine_tunes_into_a_larger_vq_codebook(photo_dir, tmp_path):
+    from vtok import create_tokenizer, load
+
+    torch.manual_seed(2)
+    source = create_tokenizer("test-conv2d")
+    source.save_pretrained(tmp_path / "source")
+    bigger = {"quantizer_options": {"codebook_size": 24}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(_config(photo_dir, tmp_path / "grown", steps=2, lr=0.0, gan_weight=0.0,
+                      ema_decay=0.0, model=bigger, grow_codebook=True,
+                      init=str(tmp_path / "source")))
+    grown = load(tmp_path / "grown" / "model")
+    assert grown.codebook_size == 24
+    for (name, a), b in zip(source.named_parameters(), grown.parameters()):
+        assert torch.equal(a, b), name  # lr 0: every weight outside the codebook as it was
+    with pytest.raises(ValueError, match="weights do not fit this conv2d tokenizer"):
+        train(_config(photo_dir, tmp_path / "plain", steps=2, model=bigger,
+                      init=str(tmp_path / "source")))
+    with pytest.raises(ValueError, match="grows to between 17 and 32 codes, not 40"):
+        train(_config(photo_dir, tmp_path / "far", steps=2, grow_codebook=True,
+                      model={"quantizer_options": {"codebook_size": 40}},
+                      init=str(tmp_path / "source")))
+    with pytest.raises(ValueError, match=r"beyond its codebook \(first differing"):
+        train(_config(photo_dir, tmp_path / "wide", steps=2, grow_codebook=True,
+                      model={**bigger, "channels": 16}, init=str(tmp_path / "source")))
+    with pytest.raises(ValueError, match="only a 'vq' codebook grows"):
+        train(_config(photo_dir, tmp_path / "fsq", steps=2, grow_codebook=True,
+                      model={"quantizer": "fsq", "quantizer_options": {"levels": [5, 5]}},
+                      init=str(tmp_path / "source")))
+
+
 def test_non_finite_steps_are_skipped_and_reported(photo_dir, tmp_path, monkeypatch):
     real_create = loop_module.create_tokenizer
     calls = {"n": 0}
@@ -151,6 +183,8 @@ def test_runs_are_not_overwritten_and_resume_checks_the_config(photo_dir, tmp_pa
     ({"lpips_net": "squeeze"}, "TrainConfig.lpips_net must be 'alex' or 'vgg'"),
     ({"init": ""}, "TrainConfig.init must be a tokenizer directory or shipped name"),
     ({"train_only": "decoder"}, "TrainConfig.train_only must be a non-empty list"),
+    ({"grow_codebook": True}, "TrainConfig.grow_codebook needs init"),
+    ({"grow_codebook": 1, "init": "x"}, "TrainConfig.grow_codebook must be true or false"),
 ])
 def test_bad_training_config_names_the_field(photo_dir, tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):

@@ -216,6 +216,40 @@ class VectorQuantizer(Quantizer):
             self.ema_sum.copy_(centroids * self.ema_count[:, None])
         self.initialized.fill_(True)
 
+    @torch.no_grad()
+    def grown_state(self, size: int, seed: int = 0, spread: float = 0.01) -> dict[str, Tensor]:
+        """The state of this quantizer with `size` codes (up to twice as many), for fine-tuning
+        a trained model into a larger codebook.
+
+        Codes 0..K-1 stay where they are, so every old index still decodes to the same vector.
+        Each added code splits one of the most used codes (by EMA count; in code order without
+        EMA): a copy moved by `spread` times the codebook's per-channel spread in a random
+        direction, the pair sharing the old code's EMA statistics, so training pulls the two
+        apart over the vectors that code stood for (the splitting step of LBG).
+        """
+        k = self.codebook_size
+        if not isinstance(size, int) or isinstance(size, bool) or not k < size <= 2 * k:
+            raise ValueError(f"a codebook of {k} codes grows to between {k + 1} and {2 * k} "
+                             f"codes, not {size!r}")
+        state = {name: t.clone() for name, t in self.state_dict().items()}
+        added = size - k
+        use = self.ema_count if self.ema else torch.arange(k, 0, -1, dtype=torch.float)
+        split = torch.argsort(use, descending=True, stable=True)[:added]
+        gen = torch.Generator().manual_seed(seed)
+        codebook = state["codebook"]
+        noise = torch.randn(added, codebook.shape[1], generator=gen).to(codebook)
+        new = codebook[split] + spread * codebook.std(0) * noise
+        if self.distance == "cosine":
+            new = F.normalize(new, dim=1)
+        state["codebook"] = torch.cat([codebook, new])
+        if self.ema:
+            count, sums = state["ema_count"], state["ema_sum"]
+            count[split] /= 2
+            sums[split] /= 2
+            state["ema_count"] = torch.cat([count, count[split]])
+            state["ema_sum"] = torch.cat([sums, new * count[split, None]])
+        state["idle"] = torch.cat([state["idle"], state["idle"].new_zeros(added)])
+        return state
 
 @torch.no_grad()
 def kmeans_seeds(data: Tensor, k: int, seed: int) -> Tensor:

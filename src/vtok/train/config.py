@@ -16,6 +16,9 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's fields
     data: str | None = None  # folder / tar shards; None = the default photos' train split
     init: str | None = None  # start from this tokenizer directory's weights (fine-tuning)
+    # with init: a VQ codebook smaller than the model's (e.g. 128 -> 192 codes) is grown by
+    # splitting its most used codes; every other weight must fit as it is
+    grow_codebook: bool = False
     # train only these top-level parts (e.g. ["decoder"]); the others keep their weights and
     # run in eval mode, so a frozen quantizer's codebook (and so every token) stays the same
     train_only: list[str] | None = None
@@ -88,6 +91,12 @@ class TrainConfig:
         if self.init is not None and (not isinstance(self.init, str) or not self.init):
             raise ValueError(f"TrainConfig.init must be a tokenizer directory or shipped name, "
                              f"got {self.init!r}")
+        if not isinstance(self.grow_codebook, bool):
+            raise ValueError(f"TrainConfig.grow_codebook must be true or false, "
+                             f"got {self.grow_codebook!r}")
+        if self.grow_codebook and self.init is None:
+            raise ValueError("TrainConfig.grow_codebook needs init: the tokenizer whose "
+                             "codebook grows")
         if self.train_only is not None and (
                 not isinstance(self.train_only, list) or not self.train_only
                 or not all(isinstance(n, str) and n for n in self.train_only)):

@@ -29,6 +29,7 @@ from vtok.losses.perceptual import LPIPS
 from vtok.models import Tokenizer, create_tokenizer
 from vtok.models.base import WEIGHTS_FILE, read_config
 from vtok.models.presets import tokenizer_dir
+from vtok.quant.vq import VectorQuantizer
 from vtok.train import checkpoint as ckpt
 from vtok.train.config import TrainConfig
 from vtok.train.distributed import Context, any_true, mean_over_ranks, setup, teardown
@@ -97,7 +98,7 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = create_tokenizer(config.preset, **config.model)
     if config.init is not None and not resume:
-        init_from(model, Path(config.init))
+        init_from(model, Path(config.init), grow=config.grow_codebook, seed=config.seed)
     model = model.to(device).train()
     freeze_except(model, config.train_only)
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
@@ -253,9 +254,10 @@ def freeze_except(model: nn.Module, parts: list[str] | None) -> None:
             child.requires_grad_(False).eval()
 
 
-def init_from(model: Tokenizer, directory: Path) -> None:
+def init_from(model: Tokenizer, directory: Path, grow: bool = False, seed: int = 0) -> None:
     """Fine-tuning: copy the weights of a tokenizer directory or training run into `model`,
-    refusing another architecture or a configuration whose weights do not fit."""
+    refusing another architecture or a configuration whose weights do not fit. With `grow`, a
+    VQ codebook smaller than the model's is first grown to its size (`grown_state`)."""
     try:
         directory = tokenizer_dir(directory)
     except ValueError as err:
@@ -265,7 +267,28 @@ def init_from(model: Tokenizer, directory: Path) -> None:
     if arch != model.architecture:
         raise ValueError(f"TrainConfig.init: {source} holds a {arch!r} tokenizer, "
                          f"but preset makes a {model.architecture!r} one")
-    model.load_weights(source / WEIGHTS_FILE)
+    if not grow:
+        model.load_weights(source / WEIGHTS_FILE)
+        return
+    old = Tokenizer.from_pretrained(source)
+    if not isinstance(old.quantizer, VectorQuantizer) or not isinstance(model.quantizer,
+                                                                        VectorQuantizer):
+        raise ValueError(f"TrainConfig.grow_codebook: only a 'vq' codebook grows; {source} "
+                         f"has a {old.config.quantizer!r} quantizer, the preset makes a "
+                         f"{model.config.quantizer!r} one")
+    try:
+        grown = old.quantizer.grown_state(model.codebook_size, seed=seed)
+    except ValueError as err:
+        raise ValueError(f"TrainConfig.grow_codebook: {source}: {err}") from None
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("quantizer.")}
+    state.update({f"quantizer.{k}": v for k, v in grown.items()})
+    own = model.state_dict()
+    wrong = sorted(k for k in own if k not in state or own[k].shape != state[k].shape)
+    wrong += sorted(set(state) - set(own))
+    if wrong:
+        raise ValueError(f"TrainConfig.init: {source}: weights do not fit the preset beyond its "
+                         f"codebook (first differing: {wrong[:3]})")
+    model.load_state_dict(state)
 
 
 def _check_same_run(saved: TrainConfig, now: TrainConfig) -> None:
