@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vtok.quant import create_quantizer
 
@@ -113,31 +114,47 @@ def test_training_reduces_quantization_error(ema):
     assert after < 0.2 * before
 
 
-@pytest.mark.parametrize("ema", [True, False])
-def test_grown_codebook_keeps_old_codes_and_splits_the_busiest(ema):
-    vq = create_quantizer("vq", dim=4, codebook_size=8, ema=ema, kmeans_init=False)
+@pytest.mark.parametrize("ema,distance,codebook_dim", [
+    (True, "l2", None), (False, "l2", None), (True, "cosine", None), (True, "l2", 2)])
+def test_grown_codebook_keeps_old_codes_and_splits_the_busiest(ema, distance, codebook_dim):
+    options = dict(dim=4, ema=ema, distance=distance, codebook_dim=codebook_dim,
+                   kmeans_init=False)
+    vq = create_quantizer("vq", codebook_size=8, **options)
     if ema:
         vq.ema_count.copy_(torch.tensor([1.0, 9.0, 2.0, 7.0, 3.0, 3.0, 1.0, 5.0]))
-        vq.ema_sum.copy_(vq.codebook * vq.ema_count[:, None])
+        vq.ema_sum.copy_(vq.codebook * vq.ema_count[:, None] * 0.9)
+    else:  # the most recently used codes are split
+        vq.idle.copy_(torch.tensor([50, 3, 40, 0, 9, 70, 60, 1]))
     state = vq.grown_state(11, seed=3)
-    big = create_quantizer("vq", dim=4, codebook_size=11, ema=ema, kmeans_init=False)
+    big = create_quantizer("vq", codebook_size=11, **options)
     big.load_state_dict(state)
     big.eval()
     old = torch.arange(8)
     assert torch.equal(big.decode(old), vq.decode(old))
-    split = torch.tensor([1, 3, 7]) if ema else torch.tensor([0, 1, 2])
+    split = torch.tensor([1, 3, 7]) if ema else torch.tensor([3, 7, 1])
     moved = (big.codes()[8:] - vq.codes()[split]).norm(dim=1)
     assert bool((moved > 0).all()) and bool((moved < 0.1).all())
-    if ema:  # each split pair shares the old code's count and still averages to its codes
+    if ema:  # each split pair shares the old code's statistics half and half
         assert torch.equal(big.ema_count[split], vq.ema_count[split] / 2)
         assert torch.equal(big.ema_count[8:], big.ema_count[split])
-        assert torch.allclose(big.ema_sum[8:] / big.ema_count[8:, None], big.codebook[8:])
+        assert torch.equal(big.ema_sum[split], vq.ema_sum[split] / 2)
         assert torch.equal(big.ema_sum[:8][[0, 2]], vq.ema_sum[[0, 2]])
+        if distance == "cosine":  # sums of unit vectors: the twin's sum is as long
+            lengths = big.ema_sum[8:].norm(dim=1) / big.ema_sum[split].norm(dim=1)
+            assert torch.allclose(lengths, torch.ones(3))
+        direction = F.cosine_similarity(big.ema_sum[8:], big.codebook[8:], dim=1)
+        assert torch.allclose(direction, torch.ones(3))
     assert torch.equal(vq.grown_state(11, seed=3)["codebook"], state["codebook"])  # seeded
+
+
+def test_an_untrained_codebook_does_not_grow():
+    vq = create_quantizer("vq", dim=4, codebook_size=8)  # k-means would overwrite it
+    with pytest.raises(ValueError, match="only a trained codebook grows"):
+        vq.grown_state(12)
 
 
 @pytest.mark.parametrize("size", [8, 7, 17, 12.0])
 def test_grown_codebook_refuses_sizes_it_cannot_reach(size):
-    vq = create_quantizer("vq", dim=4, codebook_size=8)
+    vq = create_quantizer("vq", dim=4, codebook_size=8, kmeans_init=False)
     with pytest.raises(ValueError, match=f"grows to between 9 and 16 codes, not {size}"):
         vq.grown_state(size)

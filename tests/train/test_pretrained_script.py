@@ -53,3 +53,16 @@ def test_a_new_encoder_drops_the_prior(tmp_path, capsys):
     dest = _shipped(tmp_path)
     assert _script().kept_prior(dest, _changed(dest, tmp_path / "new", "encoder")) == {}
     assert "retrain its prior" in capsys.readouterr().out
+
+
+def test_each_recipe_ends_in_the_shipped_tokenizers_shape():
+    from vtok.models.presets import PRESETS
+
+    for name, stages in _script().RECIPES.items():
+        last = stages[-1]
+        made = create_tokenizer(last.preset, **last.model)
+        assert made.config == load(name).config, name
+    conv_stages = _script().RECIPES["conv2d-f8"]
+    grown = [s for s in conv_stages if s.grow_codebook]
+    assert len(grown) == 1 and grown[0].init == conv_stages[2].out + "/model"
+    assert PRESETS.get("conv2d-f8-cpu")().quantizer_options == {"codebook_size": 192}

@@ -222,8 +222,8 @@ class VectorQuantizer(Quantizer):
         a trained model into a larger codebook.
 
         Codes 0..K-1 stay where they are, so every old index still decodes to the same vector.
-        Each added code splits one of the most used codes (by EMA count; in code order without
-        EMA): a copy moved by `spread` times the codebook's per-channel spread in a random
+        Each added code splits one of the most used codes (by EMA count; without EMA, the most
+        recently used): a copy moved by `spread` times the codebook's per-channel spread in a random
         direction, the pair sharing the old code's EMA statistics, so training pulls the two
         apart over the vectors that code stood for (the splitting step of LBG).
         """
@@ -231,9 +231,12 @@ class VectorQuantizer(Quantizer):
         if not isinstance(size, int) or isinstance(size, bool) or not k < size <= 2 * k:
             raise ValueError(f"a codebook of {k} codes grows to between {k + 1} and {2 * k} "
                              f"codes, not {size!r}")
+        if not bool(self.initialized):
+            raise ValueError("this codebook was never trained (k-means would replace it on the "
+                             "first training step); only a trained codebook grows")
         state = {name: t.clone() for name, t in self.state_dict().items()}
         added = size - k
-        use = self.ema_count if self.ema else torch.arange(k, 0, -1, dtype=torch.float)
+        use = self.ema_count if self.ema else -self.idle.float()
         split = torch.argsort(use, descending=True, stable=True)[:added]
         gen = torch.Generator().manual_seed(seed)
         codebook = state["codebook"]
@@ -247,7 +250,10 @@ class VectorQuantizer(Quantizer):
             count[split] /= 2
             sums[split] /= 2
             state["ema_count"] = torch.cat([count, count[split]])
-            state["ema_sum"] = torch.cat([sums, new * count[split, None]])
+            # the twin's sum: as long as its half (a sum of unit vectors is shorter for cosine)
+            length = (sums[split].norm(dim=1, keepdim=True) if self.distance == "cosine"
+                      else count[split, None])
+            state["ema_sum"] = torch.cat([sums, new * length])
         state["idle"] = torch.cat([state["idle"], state["idle"].new_zeros(added)])
         return state
 

@@ -268,7 +268,14 @@ def init_from(model: Tokenizer, directory: Path, grow: bool = False, seed: int =
         raise ValueError(f"TrainConfig.init: {source} holds a {arch!r} tokenizer, "
                          f"but preset makes a {model.architecture!r} one")
     if not grow:
-        model.load_weights(source / WEIGHTS_FILE)
+        try:
+            model.load_weights(source / WEIGHTS_FILE)
+        except ValueError as err:
+            codes = read_config(source)[1].get("quantizer_options", {}).get("codebook_size")
+            if codes is not None and codes < model.codebook_size:
+                raise ValueError(f"{err}; {source} has {codes} codes, the model "
+                                 f"{model.codebook_size}: set grow_codebook to grow them") from None
+            raise
         return
     old = Tokenizer.from_pretrained(source)
     if not isinstance(old.quantizer, VectorQuantizer) or not isinstance(model.quantizer,
@@ -286,8 +293,8 @@ def init_from(model: Tokenizer, directory: Path, grow: bool = False, seed: int =
     wrong = sorted(k for k in own if k not in state or own[k].shape != state[k].shape)
     wrong += sorted(set(state) - set(own))
     if wrong:
-        raise ValueError(f"TrainConfig.init: {source}: weights do not fit the preset beyond its "
-                         f"codebook (first differing: {wrong[:3]})")
+        raise ValueError(f"TrainConfig.init: {source}: weights do not fit the preset "
+                         f"(first differing: {wrong[:3]})")
     model.load_state_dict(state)
 
 
