@@ -136,6 +136,33 @@ def test_tokens_entering_each_block_follow_the_schedule(options, expected):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("method", ["tome", "kcenter", "dpc_knn"])
+def test_similarity_chooses_what_the_reducer_compares(method):
+    """Default: the tokens entering the block; "keys": the previous block's keys, heads
+    averaged. The adapter's plan is the reducer's own plan on exactly those features."""
+    model, x = vit(), images()
+    seen = {}
+    hooks = [model.blocks[1].register_forward_pre_hook(
+                 lambda m, args: seen.__setitem__("tokens", args[0])),
+             model.blocks[0].attn.qkv.register_forward_hook(
+                 lambda m, args, out: seen.__setitem__("qkv", out))]
+    plans = {}
+    for similarity in ("tokens", "keys"):
+        with attach(model, method, keep=0.5, similarity=similarity) as handle:
+            model(x)
+        plans[similarity] = handle.plan.assign
+    for hook in hooks:
+        hook.remove()
+    B, N, _ = seen["qkv"].shape
+    keys = seen["qkv"][..., 32:64].reshape(B, N, 2, 16).transpose(1, 2)  # 2 heads of 16
+    tokens = seen["tokens"]
+    reducer = REDUCERS.create(method, keep=0.5, protected=1)
+    assert torch.equal(plans["tokens"], reducer(tokens).assign)
+    assert torch.equal(plans["keys"], reducer(tokens, keys=keys).assign)
+    assert not torch.equal(plans["tokens"], plans["keys"])
+
+
+@torch.no_grad()
 def test_titok_schedule_counts_latents_as_protected():
     tok = titok()
     with attach(tok, "tome", r=4) as handle:
@@ -238,6 +265,8 @@ def test_an_exception_inside_the_block_still_removes_the_hooks():
     (lambda m: attach(m, "tome", r=2, layers=[1, 3]), "got \\[1, 3\\]"),
     (lambda m: attach(m, "tome", keep=0.5, layers=[1, 2]), "one block index"),
     (lambda m: attach(m, "tome", keep=0.5, protected="cls"), "protected must be"),
+    (lambda m: attach(m, "tome", keep=0.5, similarity="values"),
+     "similarity must be 'tokens' or 'keys', got 'values'"),
     (lambda m: attach(vit(class_token=False, global_pool="avg"), "cls_attn", keep=0.5),
      "class token"),
 ])
