@@ -267,6 +267,7 @@ def test_an_exception_inside_the_block_still_removes_the_hooks():
     (lambda m: attach(m, "tome", keep=0.5, protected="cls"), "protected must be"),
     (lambda m: attach(m, "tome", keep=0.5, similarity="values"),
      "similarity must be 'tokens' or 'keys', got 'values'"),
+    (lambda m: attach(m, "tome", keep=0.5, proportional="yes"), "proportional must be true"),
     (lambda m: attach(vit(class_token=False, global_pool="avg"), "cls_attn", keep=0.5),
      "class token"),
 ])

@@ -57,10 +57,11 @@ def test_random_weights_give_speed_only(tmp_path, capsys):
 def test_methods_take_options(tmp_path):
     summary = bench(tmp_path, "--model", "vit_tiny_patch16_224", "--model-kwargs",
                     json.dumps(TINY), "--methods", "tome", "tome:round_share=0.25",
-                    "--repeats", "3")
+                    "tome:similarity=keys,proportional=false", "--repeats", "3")
     rows = summary["rows"]
-    assert [r["method"] for r in rows] == ["none", "tome", "tome:round_share=0.25"]
-    assert rows[2]["tokens_per_block"] == [17, 9]
+    assert [r["method"] for r in rows] == ["none", "tome", "tome:round_share=0.25",
+                                           "tome:similarity=keys,proportional=false"]
+    assert rows[2]["tokens_per_block"] == rows[3]["tokens_per_block"] == [17, 9]
     # speed-ups are medians of per-round ratios to the base timings beside each variant
     assert rows[0]["speedup_b2"] == 1.0 and rows[0]["speedup_quartiles_b2"] == [1.0, 1.0]
     for row in rows[1:]:
@@ -101,6 +102,8 @@ def test_classifier_agreement(tmp_path, photos):
     (["--methods", "tome", "nope"], "unknown reducer 'nope'"),
     (["--methods", "tome:round_share=0.9"], "round_share must be in (0, 0.5], got 0.9"),
     (["--methods", "tome:round_share"], "options look like NAME:option=value"),
+    (["--methods", "tome:similarity=values"], "similarity must be 'tokens' or 'keys'"),
+    (["--methods", "tome:proportional=1"], "proportional must be true or false, got 1"),
     (["--keeps", "0.5", "1.5"], "keep must be in (0, 1], got 1.5"),
     (["--batch-sizes", "0"], "--batch-sizes must be at least 1, got 0"),
     (["--model-kwargs", "[1]"], "must be a JSON object"),

@@ -132,7 +132,8 @@ def test_grow_codebook_fine_tunes_into_a_larger_vq_codebook(photo_dir, tmp_path)
         train(_config(photo_dir, tmp_path / "far", steps=2, grow_codebook=True,
                       model={"quantizer_options": {"codebook_size": 40}},
                       init=str(tmp_path / "source")))
-    with pytest.raises(ValueError, match=r"weights do not fit the preset \(first differing"):
+    with pytest.raises(ValueError,
+                       match=r"grown: weights do not fit this conv2d tokenizer \(missing"):
         train(_config(photo_dir, tmp_path / "wide", steps=2, grow_codebook=True,
                       model={**bigger, "channels": 16}, init=str(tmp_path / "source")))
     with pytest.raises(ValueError, match="only a 'vq' codebook grows"):

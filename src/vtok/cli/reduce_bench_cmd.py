@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> tuple[list[str], list[float], dict[str, Any]]:
     from vtok.reduce import REDUCERS
-    from vtok.reduce.base import check_keep, create_reducer
+    from vtok.reduce.adapter import check_options
+    from vtok.reduce.base import check_keep
     from vtok.reduce.bench import parse_method
 
     methods = list(dict.fromkeys(args.methods or REDUCERS.names()))
@@ -69,7 +70,7 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[float], dict[str, 
         name, options = parse_method(spec)
         REDUCERS.get(name)  # names an unknown one and lists the registered
         if options:  # a bad option or value fails here, naming it, not mid-bench
-            create_reducer(name, keep=0.5, **dict(options))
+            check_options(name, dict(options))
     keeps = list(dict.fromkeys(check_keep(k) for k in args.keeps))
     for name, value, low in (("--batch-sizes", min(args.batch_sizes), 1),
                              ("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0),

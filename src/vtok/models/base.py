@@ -217,12 +217,17 @@ class Tokenizer(nn.Module):
             state = load_file(path)
         except (SafetensorError, OSError) as err:
             raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+        self.load_checked(state, str(path))
+
+    def load_checked(self, state: dict[str, Tensor], source: str) -> None:
+        """Load `state` only if it has exactly this model's tensors, in their shapes; else a
+        ValueError naming `source` and the first keys that differ."""
         own = self.state_dict()
         missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
         if missing or extra or wrong:
             raise ValueError(
-                f"{path}: weights do not fit this {self.architecture} tokenizer "
+                f"{source}: weights do not fit this {self.architecture} tokenizer "
                 f"(missing {missing[:3]}, unexpected {extra[:3]}, wrong shape {wrong[:3]})")
         self.load_state_dict(state)
 

@@ -86,8 +86,7 @@ def attach(
     reducer = create_reducer(method, **amount, **method_options)
     schedule = check_layers(layers, once, parts.depth)
     check_protected(protected)
-    if similarity not in ("tokens", "keys"):
-        raise ValueError(f"similarity must be 'tokens' or 'keys', got {similarity!r}")
+    check_own_options(proportional, similarity)
     if isinstance(reducer, ClsAttentionMerge) and parts.queries == "none" and not protected:
         raise ValueError(f"cls_attn needs a class token or protected tokens to rank by; "
                          f"{type(model).__name__} has neither")
@@ -96,6 +95,21 @@ def attach(
                          "its `with` block) before attaching another")
     return ReductionHandle(parts, reducer, schedule, protected, proportional,
                            use_keys=similarity == "keys")
+
+
+def check_own_options(proportional: Any, similarity: Any) -> None:
+    if not isinstance(proportional, bool):
+        raise ValueError(f"proportional must be true or false, got {proportional!r}")
+    if similarity not in ("tokens", "keys"):
+        raise ValueError(f"similarity must be 'tokens' or 'keys', got {similarity!r}")
+
+
+def check_options(method: str, options: dict[str, Any]) -> None:
+    """Check `attach` options given by name (attach's own, proportional and similarity, and
+    the reducer's) before any model exists, e.g. those of a bench's `NAME:option=value`."""
+    own = {k: options[k] for k in ("proportional", "similarity") if k in options}
+    check_own_options(own.get("proportional", True), own.get("similarity", "tokens"))
+    create_reducer(method, keep=0.5, **{k: v for k, v in options.items() if k not in own})
 
 
 def check_layers(layers: Any, once: bool, depth: int) -> tuple[int, ...]:

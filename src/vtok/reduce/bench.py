@@ -54,8 +54,10 @@ class Variant:
     def label(self) -> str:
         if self.method is None:
             return "none"
-        return ":".join([self.method, ",".join(f"{k}={v}" for k, v in self.options)]) \
-            if self.options else self.method
+        # values as written on the command line (JSON), so a label parses back to the variant
+        text = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+                        for k, v in self.options)
+        return f"{self.method}:{text}" if self.options else self.method
 
 
 def parse_method(spec: str) -> tuple[str, tuple[tuple[str, Any], ...]]:

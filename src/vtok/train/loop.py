@@ -289,13 +289,7 @@ def init_from(model: Tokenizer, directory: Path, grow: bool = False, seed: int =
         raise ValueError(f"TrainConfig.grow_codebook: {source}: {err}") from None
     state = {k: v for k, v in old.state_dict().items() if not k.startswith("quantizer.")}
     state.update({f"quantizer.{k}": v for k, v in grown.items()})
-    own = model.state_dict()
-    wrong = sorted(k for k in own if k not in state or own[k].shape != state[k].shape)
-    wrong += sorted(set(state) - set(own))
-    if wrong:
-        raise ValueError(f"TrainConfig.init: {source}: weights do not fit the preset "
-                         f"(first differing: {wrong[:3]})")
-    model.load_state_dict(state)
+    model.load_checked(state, f"TrainConfig.init: {source}, grown")
 
 
 def _check_same_run(saved: TrainConfig, now: TrainConfig) -> None:
