@@ -167,7 +167,8 @@ class Reducer:
                              f"got {tuple(feats.shape)}")
         feats = feats.to(torch.promote_types(feats.dtype, torch.float32))
         # Padding may hold anything (even NaN); zero it so it cannot leak into any score.
-        feats = feats.masked_fill(~mask[..., None], 0)
+        if padded:
+            feats = torch.where(mask[..., None], feats, feats.new_zeros(()))
         if attn is not None and attn.shape != (B, N):
             raise ValueError(f"attn must be the CLS row [{B}, {N}], got {tuple(attn.shape)}")
         n = reducible.sum(1)

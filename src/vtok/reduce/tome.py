@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from vtok.reduce.base import REDUCERS, Protected, Reducer, TokenBatch, merge_dest
+from vtok.reduce.rows import add_rows, take_rows
 from vtok.reduce.select import normalize, top_k_mask
 
 
@@ -39,12 +40,14 @@ class TokenMerging(Reducer):
         B, N, _ = feats.shape
         index = torch.arange(N, device=feats.device).expand(B, N)
         dest = index.masked_fill(~batch.reducible, -1)
-        current = feats
-        for a_max, b_max, quota in self._rounds(batch):
+        current = normalize(feats)
+        rounds = self._rounds(batch)
+        for i, (a_max, b_max, quota) in enumerate(rounds):
             alive = dest == index
             quota = torch.tensor(quota, device=feats.device).expand(B)
             dest = self._match_round(current, alive, quota, dest, a_max, b_max)
-            current = _cluster_means(feats, sizes, dest)
+            if i + 1 < len(rounds):  # the next round matches the merged tokens' means
+                current = normalize(_cluster_means(feats, sizes, dest))
         return merge_dest(batch, dest)
 
     def _rounds(self, batch: TokenBatch) -> list[tuple[int, int, list[int]]]:
@@ -65,17 +68,16 @@ class TokenMerging(Reducer):
         return rounds
 
     @staticmethod
-    def _match_round(feats: Tensor, alive: Tensor, quota: Tensor, dest: Tensor,
+    def _match_round(g: Tensor, alive: Tensor, quota: Tensor, dest: Tensor,
                      a_max: int, b_max: int) -> Tensor:
-        B, N, _ = feats.shape
+        """One round on unit-length features `g`."""
+        B, N, _ = g.shape
         rank = (alive.cumsum(1) - 1).masked_fill(~alive, -1)
         is_a = alive & (rank % 2 == 0)
         is_b = alive & (rank % 2 == 1)
         a_idx, a_valid = _set_members(is_a, rank // 2, a_max)
         b_idx, b_valid = _set_members(is_b, rank // 2, b_max)
-        g = normalize(feats)
-        fa = g.gather(1, a_idx[..., None].expand(-1, -1, g.shape[2]))
-        fb = g.gather(1, b_idx[..., None].expand(-1, -1, g.shape[2]))
+        fa, fb = take_rows(g, a_idx), take_rows(g, b_idx)
         sim = (fa @ fb.transpose(1, 2)).masked_fill(
             ~(a_valid[:, :, None] & b_valid[:, None, :]), float("-inf")
         )
@@ -85,7 +87,7 @@ class TokenMerging(Reducer):
         chosen = top_k_mask(best, a_valid, removed)
         target = b_idx.gather(1, best_j)
         # Redirect each chosen A token (and everything already merged into it) to its match.
-        redirect = torch.arange(N + 1, device=feats.device).repeat(B, 1)
+        redirect = torch.arange(N + 1, device=g.device).repeat(B, 1)
         redirect.scatter_(1, torch.where(chosen, a_idx, N), target.masked_fill(~chosen, N))
         return redirect[:, :N].gather(1, dest.clamp(min=0)).masked_fill(dest < 0, -1)
 
@@ -104,8 +106,6 @@ def _cluster_means(feats: Tensor, sizes: Tensor, dest: Tensor) -> Tensor:
     """Size-weighted mean features of each cluster, stored at its representative's index."""
     w = sizes.to(feats.dtype).masked_fill(dest < 0, 0)
     slot = dest.clamp(min=0)
-    total = torch.zeros_like(feats).scatter_add_(
-        1, slot[..., None].expand_as(feats), feats * w[..., None]
-    )
+    total = add_rows(feats * w[..., None], slot, feats.shape[1])
     norm = torch.zeros_like(w).scatter_add_(1, slot, w)
     return total / norm.clamp(min=torch.finfo(feats.dtype).tiny)[..., None]
