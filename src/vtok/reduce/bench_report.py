@@ -47,8 +47,9 @@ def _speedup(row: dict, b: int) -> str:
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-    """Speed-up at the largest batch size against the first fidelity column (or against keep
-    when there is none), one line per method."""
+    """Speed-up at the largest batch size against fidelity (the random-crop agreement when
+    there is one: it has the most images; else the first fidelity column; keep when there is
+    none), one line per method, each with its own colour and marker."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,13 +58,16 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     b = max(summary["batch_sizes"])
     scored = [c for c in summary["fidelity_columns"]
               if any(r[c] is not None for r in summary["rows"])]
-    x_key = scored[0] if scored else "keep"
+    x_key = "agreement_random" if "agreement_random" in scored else (
+        scored[0] if scored else "keep")
     rows = [r for r in summary["rows"] if r[f"speedup_b{b}"] is not None and r[x_key] is not None]
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
-    for method in dict.fromkeys(r["method"] for r in rows):
+    colours = plt.get_cmap("tab20").colors
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
         own = sorted((r for r in rows if r["method"] == method), key=lambda r: r["keep"])
-        style = "k*" if method == "none" else "o-"
-        ax.plot([r[x_key] for r in own], [r[f"speedup_b{b}"] for r in own], style,
+        style = dict(color="k", marker="*", linestyle="none") if method == "none" else dict(
+            color=colours[(2 * i) % 20 + (i // 10) % 2], marker="os^vDP"[i % 6])
+        ax.plot([r[x_key] for r in own], [r[f"speedup_b{b}"] for r in own], **style,
                 label="unreduced" if method == "none" else method)
     ax.set_xlabel(LABELS.get(x_key, x_key) if x_key != "keep" else "keep ratio")
     ax.set_ylabel(f"speed-up over unreduced (batch {b})")
