@@ -179,5 +179,3 @@ def build_plan(
         1, assign.clamp(min=0), in_sizes.masked_fill(assign < 0, 0)
     )
     return ReductionPlan(assign, kept, out_mask, out_sizes, in_sizes, mask)
-
-
