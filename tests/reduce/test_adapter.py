@@ -180,10 +180,12 @@ def test_a_one_block_encoder_reduces_at_its_input():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("options", [{"r": 4}, {"keep": 0.25}])
+@pytest.mark.parametrize("options", [{"r": 4}, {"keep": 0.5},
+                                     {"keep": 0.25, "round_share": 0.5}])
 def test_proportional_attention_makes_merging_twins_exact(options):
     # Without position embeddings, twin patches stay identical through every block; merging
-    # them with proportional attention must then give the unreduced outputs.
+    # them with proportional attention must then give the unreduced outputs. (At keep 0.25 on
+    # this layout, only the paper's full rounds merge nothing but twins.)
     model, x = vit(), repeated_patches()
     model.pos_embed.zero_()
     before = model.forward_features(x)

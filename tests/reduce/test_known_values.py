@@ -51,17 +51,27 @@ def test_tome_with_keys_merges_by_keys_and_averages_features():
 def test_tome_round_share_splits_a_one_shot_merge_into_gentler_rounds():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 40, 8, generator=g)
-    one = create_reducer("tome", keep=0.5)
-    assert torch.equal(one(x).assign, create_reducer("tome", keep=0.5, round_share=0.5)(x).assign)
+    rounds = lambda reducer: [r[2] for r in reducer._rounds(_batch_of(reducer, x))]  # noqa: E731
+    default, paper = create_reducer("tome", keep=0.5), create_reducer("tome", keep=0.5,
+                                                                      round_share=0.5)
+    # keep: at most 40 % of the alive tokens per round (16 of 40, then 4 of the 24 left);
+    # 0.5 is the paper's single round, in which every A token merges
+    assert rounds(default) == [[16], [4]]
+    assert rounds(paper) == [[20]]
+    assert torch.equal(default(x).assign, create_reducer("tome", keep=0.5, round_share=0.4)(
+        x).assign)
     gentle = create_reducer("tome", keep=0.5, round_share=0.1)
     # 40 tokens -> 20 in rounds of at most 10% of those alive (at least 1)
-    assert [r[2] for r in gentle._rounds(_batch_of(gentle, x))] == [
-        [4], [3], [3], [3], [2], [2], [2], [1]]
-    plan = gentle(x)
-    assert plan.mask.sum(1).tolist() == [20, 20]
-    assert not torch.equal(plan.assign, one(x).assign)  # later rounds re-match merged tokens
-    with pytest.raises(ValueError, match="round_share must be in \\(0, 0.5\\], got 0.7"):
-        create_reducer("tome", keep=0.5, round_share=0.7)
+    assert rounds(gentle) == [[4], [3], [3], [3], [2], [2], [2], [1]]
+    for reducer in (default, gentle):
+        plan = reducer(x)
+        assert plan.mask.sum(1).tolist() == [20, 20]
+        assert not torch.equal(plan.assign, paper(x).assign)  # later rounds re-match merges
+    # per-block r keeps the paper's one round, even for half the tokens
+    assert rounds(create_reducer("tome", r=20)) == [[20]]
+    for bad in (0.7, 0, True):
+        with pytest.raises(ValueError, match=f"round_share must be in \\(0, 0.5\\], got {bad}"):
+            create_reducer("tome", keep=0.5, round_share=bad)
 
 
 def _batch_of(reducer, x):

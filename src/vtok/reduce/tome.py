@@ -20,18 +20,26 @@ class TokenMerging(Reducer):
     most |A| (half the tokens), as in the paper; when more must go (keep < 0.5, or a large r)
     further rounds match the merged tokens again, so the kept count is always exact.
 
-    round_share: at most this share of the tokens still alive is merged in one round (0.5, the
-    default, is the paper's single round for up to half). A smaller share spreads a large
-    one-shot reduction over several gentler rounds, each matching the merged tokens afresh,
-    much as the paper's schedule spreads it over layers.
+    round_share: at most this share of the tokens still alive is merged in one round. 0.5 is
+    the paper's single round for up to half, which at keep=0.5 forces every A token to merge,
+    however poor its best match. 0.4 leaves the worst-matched fifth of A for a second round
+    that matches the merged tokens afresh. On the bench's trained ViT (ToMe at
+    block 1, 1,200 random crops, two crop seeds) this halves the KL divergence from the
+    unreduced model at keep 0.5 (0.0024 -> 0.0013) and cuts it by a fifth at keep 0.25
+    (0.0085 -> 0.0066); at keep 0.1 it is a little worse (0.025 -> 0.032) for the same top-1
+    agreement. Default (None): 0.4 for `keep`, 0.5 for per-block `r` (the paper's schedule,
+    one round of r per block, exactly).
     """
 
     name = "tome"
 
     def __init__(self, keep: float | None = None, r: int | None = None,
-                 protected: Protected = 0, round_share: float = 0.5) -> None:
+                 protected: Protected = 0, round_share: float | None = None) -> None:
         super().__init__(keep=keep, r=r, protected=protected)
-        if not isinstance(round_share, (int, float)) or not 0 < round_share <= 0.5:
+        if round_share is None:
+            round_share = 0.4 if keep is not None else 0.5
+        if (isinstance(round_share, bool) or not isinstance(round_share, (int, float))
+                or not 0 < round_share <= 0.5):
             raise ValueError(f"round_share must be in (0, 0.5], got {round_share!r}")
         self.round_share = float(round_share)
 
