@@ -54,6 +54,26 @@ def test_padded_output_slots_are_zero_and_masked():
     assert (out[1, 2] == 0).all() and plan.sizes[1].tolist() == [2.0, 1.0, 0.0]
 
 
+def test_dropped_and_padded_inputs_never_reach_an_output_in_any_mode():
+    dest = torch.tensor([[0, 1, 1, -1], [0, 0, 0, -1]])  # sample 0 drops 3; sample 1 pads it
+    mask = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    plan = build_plan(dest, mask, torch.ones(2, 4), torch.zeros(2, 4, dtype=torch.bool))
+    x = torch.arange(24.0).reshape(2, 4, 3)
+    x[:, 3] = float("nan")
+    x[1, 3, 0] = float("inf")
+    for mode in ("mean", "sum", "take"):
+        out = plan.apply(x, mode=mode)
+        assert torch.isfinite(out).all(), mode
+        assert (out[1, 1] == 0).all(), mode  # sample 1 has one output, then padding
+    assert plan.apply(x)[0].tolist() == [x[0, 0].tolist(), ((x[0, 1] + x[0, 2]) / 2).tolist()]
+    back = plan.unmerge(plan.apply(x), fill=-1.0)
+    assert back[:, 3].eq(-1).all() and not plan.complete and not plan.full
+    whole = build_plan(torch.tensor([[0, 0, 2]]), torch.ones(1, 3, dtype=torch.bool),
+                       torch.ones(1, 3), torch.zeros(1, 3, dtype=torch.bool))
+    assert whole.full and whole.complete
+    assert whole.unmerge(torch.tensor([[[5.0], [7.0]]])).tolist() == [[[5.0], [5.0], [7.0]]]
+
+
 def test_then_equals_applying_twice():
     first = simple_plan()
     dest = torch.tensor([[0, 2, 2]])

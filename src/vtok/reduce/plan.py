@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -69,13 +70,14 @@ class ReductionPlan:
         flat = t.reshape(*t.shape[:2], -1)
         taken = take_rows(flat, self.kept)
         if mode == "take":
-            out = taken
-        elif mode == "sum":
+            # padded outputs read row 0 of their sample
+            out = taken if self.full else torch.where(self.mask[..., None], taken,
+                                                      taken.new_zeros(()))
+        elif mode == "sum":  # no input goes to a padded output: those sums are zero
             out = self._merge(flat, torch.ones_like(self.input_sizes), taken, average=False)
         else:
             weights = self.input_sizes if sizes is None else sizes
             out = self._merge(flat, weights, taken, average=True)
-        out = torch.where(self.mask[..., None], out, out.new_zeros(()))
         return out.reshape(t.shape[0], self.num_outputs, *t.shape[2:])
 
     def unmerge(self, y: Tensor, fill: float = 0.0) -> Tensor:
@@ -87,9 +89,20 @@ class ReductionPlan:
         if self.identity:
             return y
         flat = y.reshape(*y.shape[:2], -1)
-        out = torch.where((self.assign >= 0)[..., None], take_rows(flat, self.assign),
-                          flat.new_full((), fill))
+        out = take_rows(flat, self.assign)
+        if not self.complete:
+            out = torch.where((self.assign >= 0)[..., None], out, flat.new_full((), fill))
         return out.reshape(y.shape[0], self.num_inputs, *y.shape[2:])
+
+    @cached_property
+    def full(self) -> bool:
+        """True when no output is padding (every sample has all M outputs)."""
+        return bool(self.mask.all())
+
+    @cached_property
+    def complete(self) -> bool:
+        """True when every input token goes to an output (nothing dropped, no padding)."""
+        return bool((self.assign >= 0).all())
 
     def attention_bias(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """`[B, 1, 1, M]` additive bias log(size) (-inf on padding) for proportional attention."""
@@ -124,20 +137,21 @@ class ReductionPlan:
     def _merge(self, flat: Tensor, weights: Tensor, taken: Tensor, average: bool) -> Tensor:
         # Accumulate in at least fp32 so merging in bf16 still conserves the weighted sum.
         acc = torch.promote_types(flat.dtype, torch.float32)
+        B, M = flat.shape[0], self.num_outputs
         dropped = self.assign < 0
         w = weights.to(acc).masked_fill(dropped, 0)
-        values = torch.where(dropped[..., None], 0, flat.to(acc) * w[..., None])
-        slot = self.assign.clamp(min=0)
-        B, M = flat.shape[0], self.num_outputs
-        total = add_rows(values, slot, M)
+        # Dropped and padded inputs (which may hold anything, NaN too) are summed into one
+        # spare slot per sample, M, which is cut off.
+        slot = self.assign.masked_fill(dropped, M)
+        total = add_rows(flat.to(acc) * w[..., None], slot, M + 1)[:, :M]
         if not average:
             return total.to(flat.dtype)
-        norm = w.new_zeros(B, M).scatter_add_(1, slot, w)
+        norm = w.new_zeros(B, M + 1).scatter_add_(1, slot, w)[:, :M]
         mean = total / norm.clamp(min=torch.finfo(acc).tiny)[..., None]
         # An output made of one input is that input exactly, not x * w / w.
-        members = torch.zeros(B, M, dtype=torch.long, device=flat.device)
+        members = torch.zeros(B, M + 1, dtype=torch.long, device=flat.device)
         members.scatter_add_(1, slot, (~dropped).long())
-        return torch.where((members == 1)[..., None], taken, mean.to(flat.dtype))
+        return torch.where((members[:, :M] == 1)[..., None], taken, mean.to(flat.dtype))
 
     def _check_tokens(self, t: Tensor, n: int, what: str) -> None:
         if t.ndim < 2 or t.shape[0] != self.assign.shape[0] or t.shape[1] != n:

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from vtok.reduce.base import REDUCERS, Protected, Reducer, TokenBatch, merge_dest
 from vtok.reduce.rows import add_rows, take_rows
-from vtok.reduce.select import normalize, top_k_mask
+from vtok.reduce.select import top_k_mask
 
 
 @REDUCERS.register("tome")
@@ -48,14 +48,14 @@ class TokenMerging(Reducer):
         B, N, _ = feats.shape
         index = torch.arange(N, device=feats.device).expand(B, N)
         dest = index.masked_fill(~batch.reducible, -1)
-        current = normalize(feats)
+        current = feats
         rounds = self._rounds(batch)
         for i, (a_max, b_max, quota) in enumerate(rounds):
             alive = dest == index
             quota = torch.tensor(quota, device=feats.device).expand(B)
             dest = self._match_round(current, alive, quota, dest, a_max, b_max)
             if i + 1 < len(rounds):  # the next round matches the merged tokens' means
-                current = normalize(_cluster_means(feats, sizes, dest))
+                current = _cluster_sums(feats, sizes, dest)
         return merge_dest(batch, dest)
 
     def _rounds(self, batch: TokenBatch) -> list[tuple[int, int, list[int]]]:
@@ -78,7 +78,7 @@ class TokenMerging(Reducer):
     @staticmethod
     def _match_round(g: Tensor, alive: Tensor, quota: Tensor, dest: Tensor,
                      a_max: int, b_max: int) -> Tensor:
-        """One round on unit-length features `g`."""
+        """One round on features `g`, matched by cosine similarity."""
         B, N, _ = g.shape
         rank = (alive.cumsum(1) - 1).masked_fill(~alive, -1)
         is_a = alive & (rank % 2 == 0)
@@ -86,7 +86,9 @@ class TokenMerging(Reducer):
         a_idx, a_valid = _set_members(is_a, rank // 2, a_max)
         b_idx, b_valid = _set_members(is_b, rank // 2, b_max)
         fa, fb = take_rows(g, a_idx), take_rows(g, b_idx)
-        sim = (fa @ fb.transpose(1, 2)).masked_fill(
+        # cosines: scale the |A| x |B| dot products, not the [B, N, D] features
+        ra, rb = (1 / f.norm(dim=-1).clamp(min=1e-12) for f in (fa, fb))
+        sim = ((fa @ fb.transpose(1, 2)) * ra[:, :, None] * rb[:, None, :]).masked_fill(
             ~(a_valid[:, :, None] & b_valid[:, None, :]), float("-inf")
         )
         best, best_j = sim.max(dim=-1)
@@ -110,10 +112,8 @@ def _set_members(member: Tensor, position: Tensor, size: int) -> tuple[Tensor, T
     return idx[:, :size].masked_fill(~valid, 0), valid
 
 
-def _cluster_means(feats: Tensor, sizes: Tensor, dest: Tensor) -> Tensor:
-    """Size-weighted mean features of each cluster, stored at its representative's index."""
+def _cluster_sums(feats: Tensor, sizes: Tensor, dest: Tensor) -> Tensor:
+    """Size-weighted feature sums of each cluster, stored at its representative's index: the
+    cluster's mean times its total size, so the same direction for cosine similarity."""
     w = sizes.to(feats.dtype).masked_fill(dest < 0, 0)
-    slot = dest.clamp(min=0)
-    total = add_rows(feats * w[..., None], slot, feats.shape[1])
-    norm = torch.zeros_like(w).scatter_add_(1, slot, w)
-    return total / norm.clamp(min=torch.finfo(feats.dtype).tiny)[..., None]
+    return add_rows(feats * w[..., None], dest.clamp(min=0), feats.shape[1])
