@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="trained vtok TiTok tokenizer: adds reconstruction PSNR / LPIPS")
     parser.add_argument("--methods", nargs="+", metavar="NAME",
                         help="reducers to bench (default: every registered one); options "
-                        "as NAME:option=value,..., e.g. tome:round_share=0.25")
+                        "as NAME:option=value,..., e.g. tome:round_share=0.5")
     parser.add_argument("--keeps", nargs="+", type=float, default=list(DEFAULT_KEEPS),
                         metavar="RATIO", help="keep ratios (default: 0.5 0.25 0.1)")
     parser.add_argument("--layer", type=int, help="block at whose input tokens are reduced "

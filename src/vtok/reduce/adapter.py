@@ -18,7 +18,7 @@ What the reducers compare (similarity): by default the tokens entering block i t
 ToMe matches on the keys of the block it merges in; a hook at block i's input only has block
 i-1's keys, computed from block i-1's input, one block staler than the tokens. On the bench's
 trained ViT the tokens choose better (ToMe at block 1, top-1 agreement on 1,200 random crops:
-96.1 % on tokens vs 94.5 % on block 0's keys at keep 0.5, 91.9 % vs 88.2 % at 0.25; rows
+97.8 % on tokens vs 95.5 % on block 0's keys at keep 0.5, 94.4 % vs 90.1 % at 0.25; rows
 `tome` and `tome:similarity=keys` of benchmarks/results/reduce_vit_tiny_classifier.json).
 `similarity="keys"` gives those keys (heads averaged) instead.
 `r=` reproduces ToMe's token counts (N - i*r tokens enter block i).
