@@ -251,7 +251,7 @@ class ReductionHandle:
         state.protected = len(kept)
         state.plan = plan if state.plan is None else state.plan.then(plan)
         state.sizes = plan.sizes
-        state.mask = None if bool(plan.mask.all()) else plan.mask
+        state.mask = None if plan.full else plan.mask
         merged = bool((plan.sizes[plan.mask] != 1).any())
         if self.proportional and merged:
             state.bias = plan.attention_bias(torch.float32)

@@ -20,15 +20,15 @@ class TokenMerging(Reducer):
     most |A| (half the tokens), as in the paper; when more must go (keep < 0.5, or a large r)
     further rounds match the merged tokens again, so the kept count is always exact.
 
-    round_share: at most this share of the tokens still alive is merged in one round. 0.5 is
-    the paper's single round for up to half, which at keep=0.5 forces every A token to merge,
-    however poor its best match. 0.4 leaves the worst-matched fifth of A for a second round
-    that matches the merged tokens afresh. On the bench's trained ViT (ToMe at
-    block 1, 1,200 random crops, two crop seeds) this halves the mean KL divergence from the
-    unreduced model at keep 0.5 (0.0024 -> 0.0011-0.0013) and cuts it by a fifth at keep 0.25
-    (0.0085 -> 0.0065-0.0067); at keep 0.1 it is a little worse (0.025-0.027 -> 0.032-0.033)
-    for about the same top-1 agreement. Default (None): 0.4 for `keep`, 0.5 for per-block `r`
-    (the paper's schedule, one round of r per block, exactly).
+    round_share: at most this share of the tokens still alive is merged in one round. 0.5 is the
+    paper's single round for up to half, which at keep=0.5 forces every A token to merge,
+    however poor its best match. 0.4 leaves the worst-matched fifth of A for a second round that
+    matches the merged tokens afresh. On the bench's trained ViT (ToMe at block 1, 1,200 random
+    crops, two crop seeds) this halves the mean KL divergence from the unreduced model at keep
+    0.5 (0.0024 -> 0.0011-0.0013) and cuts it by a fifth at keep 0.25 (0.0085 -> 0.0065-0.0067);
+    at keep 0.1 it is a little worse (0.025-0.027 -> 0.032-0.033) for about the same top-1
+    agreement. Default (None): 0.4 for `keep`, 0.5 for per-block `r` (the paper's schedule, one
+    round of r per block, exactly).
     """
 
     name = "tome"
