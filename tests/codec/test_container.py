@@ -22,7 +22,8 @@ from vtok.codec import (
 )
 from vtok.models import create_tokenizer
 
-GOLDEN = Path(__file__).parent / "golden-v1.vtok"
+GOLDEN_V1 = Path(__file__).parent / "golden-v1.vtok"
+GOLDEN = Path(__file__).parent / "golden-v2.vtok"
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 7, 128, 240, 1000, 4096, 65536, 1 << 20])
@@ -47,25 +48,58 @@ def test_bit_packing_known_bytes_and_bad_payloads():
         bitpack.pack(np.array([4]), 4)
 
 
-def _golden_file() -> VtokFile:
+def _golden_file(version: int = 2) -> VtokFile:
     coder = RawCoder(5)
+    named = version == 2
     return VtokFile("0123456789abcdef", 5, "raw", 1, [
-        ImageTokens((3, 4), (2,), coder.encode(np.array([1, 4]))),
+        ImageTokens((3, 4), (2,), coder.encode(np.array([1, 4])), name="first" if named else ""),
         ImageTokens((10, 7), (1, 3), coder.encode(np.array([0, 2, 3])), alpha=True),
-    ])
+    ], version=version)
 
 
 def test_golden_file_pins_the_layout():
     data = _golden_file().to_bytes()
     assert data == GOLDEN.read_bytes()
     assert data[:8] == b"\x89VTOK\r\n\x1a"
-    assert struct.unpack("<HBB", data[8:12]) == (1, 0, 0)
+    assert struct.unpack("<HBB", data[8:12]) == (2, 0, 0)
     assert data[12:20].hex() == "0123456789abcdef"
-    assert struct.unpack("<IBI", data[20:29]) == (5, 1, 2)
-    assert struct.unpack("<IIBBI", data[29:43]) == (3, 4, 0, 1, 2)
+    assert data[20:28] == bytes(8)  # no prior: raw coding
+    assert struct.unpack("<IBI", data[28:37]) == (5, 1, 2)
+    assert struct.unpack("<IIIIIBH", data[37:60]) == (3, 4, 1, 0, 1, 0, 5)
+    assert data[60:65] == b"first"
+    assert struct.unpack("<BIII", data[65:78]) == (1, 2, 2, 1)
     assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
-    back = VtokFile.from_bytes(data)
-    assert back == _golden_file()
+    assert VtokFile.from_bytes(data) == _golden_file()
+
+
+def test_version_1_files_still_read():
+    back = VtokFile.from_bytes(GOLDEN_V1.read_bytes())
+    assert back == _golden_file(version=1)
+    assert (back.prior_id, [im.name for im in back.images]) == (None, ["", ""])
+    assert VtokFile.from_bytes(back.to_bytes()).version == 2  # written as version 2
+
+
+def test_names_frames_and_priors_are_checked_on_write():
+    good = _golden_file()
+    for name in ("a/b", "..", "tab\there", "x" * 256, "\\server"):
+        good.images[0].name = name
+        with pytest.raises(ValueError, match="image name"):
+            good.to_bytes()
+    good.images[0].name = "é" * 127  # 254 bytes of UTF-8
+    assert VtokFile.from_bytes(good.to_bytes()).images[0].name == "é" * 127
+    good.images[0].frames = 3
+    with pytest.raises(ValueError, match="needs a frame rate above 0"):
+        good.to_bytes()
+    good.images[0].fps = (30000, 1001)
+    assert VtokFile.from_bytes(good.to_bytes()).images[0].fps == (30000, 1001)
+    good.prior_id = "00000000000000ff"
+    with pytest.raises(ValueError, match="a raw-coded file has no prior id"):
+        good.to_bytes()
+    good.coding, good.prior_id = "entropy", None
+    with pytest.raises(ValueError, match="needs its prior's id"):
+        good.to_bytes()
+    with pytest.raises(ValueError, match="holds 1 to 4096 images"):
+        VtokFile("0123456789abcdef", 5, "raw", 1, [good.images[0]] * 4097).to_bytes()
 
 
 @pytest.mark.parametrize("preset,size", [("test-conv2d", (37, 50)), ("test-titok", (32, 32))])
@@ -125,15 +159,24 @@ def _with_crc(body: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("patch,message", [
-    ((8, struct.pack("<H", 2)), "format version 2 is not supported"),
+    ((8, struct.pack("<H", 3)), "format version 3 is not supported"),
     ((10, b"\x07"), "unknown coding method 7"),
     ((11, b"\x01"), "reserved header flags"),
-    ((25, struct.pack("<I", 0xFFFFFFFF)), "image count 4294967295 does not fit"),
-    ((20, struct.pack("<I", 0)), "codebook size must be in"),
-    ((29, struct.pack("<I", 1 << 20)), "outside 1..65536 pixels"),
-    ((39, struct.pack("<I", 0xFFFFFFFF)), "exceed"),
-    ((43, struct.pack("<I", 3)), "3 tokens kept but the token shape"),
-    ((47, struct.pack("<I", 0x7FFFFFFF)), "payload needs 2147483647 bytes"),
+    ((20, b"\x01"), "a raw-coded file has no prior id"),
+    ((33, struct.pack("<I", 0xFFFFFFFF)), "image count 4294967295 does not fit"),
+    ((28, struct.pack("<I", 0)), "codebook size must be in"),
+    ((37, struct.pack("<I", 1 << 20)), "outside 1..65536 pixels"),
+    ((45, struct.pack("<I", 0)), "frame count must be in"),
+    ((45, struct.pack("<I", 5)), "needs a frame rate above 0"),
+    ((53, struct.pack("<I", 0)), "frame rate must be a fraction"),
+    ((57, b"\x02"), "unknown flags"),
+    ((58, struct.pack("<H", 0xFFFF)), "image 0 name needs 65535 bytes"),
+    ((60, b"/"), "path separator"),
+    ((60, b"\xff"), "can't decode"),
+    ((65, b"\x04"), "token rank 4"),
+    ((66, struct.pack("<I", 0xFFFFFFFF)), "exceed"),
+    ((70, struct.pack("<I", 3)), "3 tokens kept but the token shape"),
+    ((74, struct.pack("<I", 0x7FFFFFFF)), "payload needs 2147483647 bytes"),
 ])
 def test_hostile_headers_with_a_valid_crc_are_refused(patch, message):
     body = bytearray(GOLDEN.read_bytes()[:-4])

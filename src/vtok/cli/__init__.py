@@ -14,6 +14,7 @@ from vtok.cli import (
     encode_cmd,
     info_cmd,
     list_cmd,
+    prior_cmd,
     reduce_bench_cmd,
     train_cmd,
 )
@@ -26,6 +27,7 @@ COMMANDS = {
     "encode": encode_cmd,
     "info": info_cmd,
     "list": list_cmd,
+    "prior": prior_cmd,
     "reduce-bench": reduce_bench_cmd,
     "train": train_cmd,
 }

@@ -16,7 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def describe(path: Path) -> dict[str, Any]:
     from vtok.codec import read_vtok
-    from vtok.codec.container import VERSION
     from vtok.models.presets import shipped_with_id
 
     vfile = read_vtok(path)
@@ -24,13 +23,14 @@ def describe(path: Path) -> dict[str, Any]:
     pixels = sum(h * w for h, w in (im.image_size for im in vfile.images))
     shipped = shipped_with_id(vfile.tokenizer_id)
     return {
-        "file": str(path), "bytes": size, "format_version": VERSION, "coding": vfile.coding,
-        "tokenizer_id": vfile.tokenizer_id,
+        "file": str(path), "bytes": size, "format_version": vfile.version,
+        "coding": vfile.coding, "tokenizer_id": vfile.tokenizer_id, "prior_id": vfile.prior_id,
         "tokenizer": shipped[0] if shipped else None,
         "codebook_size": vfile.codebook_size, "indices_per_token": vfile.depth,
         "bpp": size * 8 / pixels,
         "images": [{
-            "height": im.image_size[0], "width": im.image_size[1],
+            "name": im.name, "height": im.image_size[0], "width": im.image_size[1],
+            "frames": im.frames, "fps": list(im.fps),
             "token_shape": list(im.token_shape), "tokens": im.num_tokens,
             "payload_bytes": len(im.payload),
             "payload_bpp": len(im.payload) * 8 / (im.image_size[0] * im.image_size[1]),
@@ -55,10 +55,12 @@ def run(args: argparse.Namespace) -> int:
     name = f" ({info['tokenizer']})" if info["tokenizer"] else " (not a shipped one)"
     print(f"tokenizer {info['tokenizer_id']}{name}, codebook {info['codebook_size']}"
           f"{' x' + str(info['indices_per_token']) if info['indices_per_token'] > 1 else ''}, "
-          f"{info['coding']} coding")
+          f"{info['coding']} coding"
+          + (f" (prior {info['prior_id']})" if info["prior_id"] else ""))
     for i, im in enumerate(info["images"]):
         alpha = ", alpha composited on white" if im["alpha_composited_on_white"] else ""
         shape = "x".join(map(str, im["token_shape"]))
-        print(f"  image {i}: {im['width']}x{im['height']} px, {im['tokens']} tokens ({shape}), "
+        label = f" {im['name']!r}" if im["name"] else ""
+        print(f"  image {i}{label}: {im['width']}x{im['height']} px, {im['tokens']} tokens ({shape}), "
               f"payload {im['payload_bytes']} bytes = {im['payload_bpp']:.4f} bpp{alpha}")
     return 0

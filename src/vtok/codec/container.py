@@ -1,26 +1,32 @@
-"""The .vtok container: the tokens of one or more images, a header that says how to read them,
-and a CRC32 over everything.
+"""The .vtok container: the tokens of one or more images (or clips), a header that says how
+to read them, and a CRC32 over everything.
 
-Layout (little-endian; version 1):
+Layout (little-endian; version 2):
 
     magic            8 bytes   89 56 54 4F 4B 0D 0A 1A  ("\\x89VTOK\\r\\n\\x1a")
-    version          u16       1
+    version          u16       2
     coding           u8        0 = raw fixed-width bit packing, 1 = entropy coded with a prior
     flags            u8        0 (reserved)
     tokenizer id     8 bytes   the 16 hex digits of Tokenizer.tokenizer_id
+    prior id         8 bytes   the 16 hex digits of IntegerPrior.prior_id; zeros when raw
     codebook size    u32       K; raw packing spends ceil(log2 K) bits per index
     indices/token    u8        1, or the depth of a multi-index (residual) quantizer
-    image count      u32
+    image count      u32       1 .. MAX_IMAGES
     per image:
-      height, width  u32, u32  the original image size (the tokenizer pads, decode crops back)
+      height, width  u32, u32  the original size (the tokenizer pads, decode crops back)
+      frames         u32       1 for a still image
+      frame rate     u32, u32  numerator, denominator (0/1 for a still image)
       flags          u8        bit 0: an alpha channel was composited on white
-      rank           u8        1 (sequence) or 2 (grid)
+      name           u16 + bytes  UTF-8 name of the source (its file stem), at most 255 bytes,
+                               no path separators or control characters; may be empty
+      rank           u8        1 (sequence), 2 (grid) or 3 (frames x grid)
       token shape    u32 x rank
       tokens kept    u32       = product of the token shape
       payload size   u32
       payload        bytes
     crc32            u32       over every byte before it
 
+Version 1 (read, never written) has no prior id, frames, frame rate or name, and ranks 1-2.
 A reader checks the CRC first, then every field against what is left of the file, so a
 truncated, flipped or hostile file raises `VtokFormatError` before anything large is allocated.
 """
@@ -36,13 +42,21 @@ from typing import Protocol
 import numpy as np
 
 MAGIC = b"\x89VTOK\r\n\x1a"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # format versions this vtok reads
 CODINGS = ("raw", "entropy")
 MAX_SIDE = 1 << 16  # pixels per image side
 MAX_TOKENS = 1 << 20  # tokens x indices per token, per image
 MAX_DEPTH = 64  # indices per token
-_HEAD = struct.Struct("<8sHBB8sIBI")
-_IMAGE = struct.Struct("<IIBB")
+MAX_IMAGES = 4096  # images per file
+MAX_FRAMES = 1 << 16  # frames per clip
+MAX_NAME = 255  # bytes of an image's name
+NO_PRIOR = "0" * 16
+_HEAD_V1 = struct.Struct("<8sHBB8sIBI")
+_HEAD = struct.Struct("<8sHBB8s8sIBI")
+_IMAGE_V1 = struct.Struct("<IIBB")
+_IMAGE = struct.Struct("<IIIIIBH")
+_U8 = struct.Struct("<B")
 _U32 = struct.Struct("<I")
 FLAG_ALPHA = 1
 
@@ -54,7 +68,8 @@ class VtokFormatError(ValueError):
 class Coder(Protocol):
     """Turns one image's indices (shaped like its tokens: `(k,)` or `(h, w)`, plus a trailing
     axis for multi-index quantizers) into a payload and back (raw packing or a learned prior).
-    `decode` raises ValueError for a payload it cannot read."""
+    `decode` raises ValueError for a payload it cannot read. An entropy coder also has
+    `prior_id`, which the file records."""
 
     name: str
 
@@ -71,6 +86,9 @@ class ImageTokens:
     token_shape: tuple[int, ...]
     payload: bytes
     alpha: bool = False
+    name: str = ""
+    frames: int = 1
+    fps: tuple[int, int] = (0, 1)
 
     @property
     def num_tokens(self) -> int:
@@ -84,22 +102,29 @@ class VtokFile:
     coding: str = "raw"
     depth: int = 1  # indices per token
     images: list[ImageTokens] = field(default_factory=list)
+    prior_id: str | None = None  # the entropy coder's prior; None when raw (or version 1)
+    version: int = VERSION  # the format version it was read from
 
     def shape(self, image: ImageTokens) -> tuple[int, ...]:
         """Shape of one image's indices."""
         return image.token_shape + ((self.depth,) if self.depth > 1 else ())
 
     def to_bytes(self) -> bytes:
+        """Version 2 bytes (whatever version the file was read from)."""
         _check_header(self.tokenizer_id, self.codebook_size, self.coding, self.depth,
                       len(self.images))
+        prior = _prior_bytes(self.coding, self.prior_id)
         parts = [_HEAD.pack(MAGIC, VERSION, CODINGS.index(self.coding), 0,
-                            bytes.fromhex(self.tokenizer_id), self.codebook_size, self.depth,
-                            len(self.images))]
+                            bytes.fromhex(self.tokenizer_id), prior, self.codebook_size,
+                            self.depth, len(self.images))]
         for image in self.images:
             h, w = image.image_size
             _check_image(h, w, image.token_shape, self.depth)
-            parts.append(_IMAGE.pack(h, w, FLAG_ALPHA if image.alpha else 0,
-                                     len(image.token_shape)))
+            name = _check_name(image.name)
+            _check_time(image.frames, image.fps)
+            parts.append(_IMAGE.pack(h, w, image.frames, *image.fps,
+                                     FLAG_ALPHA if image.alpha else 0, len(name)))
+            parts += [name, _U8.pack(len(image.token_shape))]
             parts += [_U32.pack(d) for d in image.token_shape]
             parts += [_U32.pack(image.num_tokens), _U32.pack(len(image.payload)), image.payload]
         body = b"".join(parts)
@@ -108,6 +133,21 @@ class VtokFile:
     @classmethod
     def from_bytes(cls, data: bytes) -> VtokFile:
         return _parse(memoryview(data))
+
+
+def _prior_bytes(coding: str, prior_id: str | None) -> bytes:
+    if coding == "raw":
+        if prior_id not in (None, NO_PRIOR):
+            raise ValueError("a raw-coded file has no prior id")
+        return bytes(8)
+    try:
+        raw = bytes.fromhex(prior_id or "")
+    except (ValueError, TypeError):
+        raw = b""
+    if len(raw) != 8 or raw == bytes(8):
+        raise ValueError(f"an entropy-coded file needs its prior's id (16 hex digits, not all "
+                         f"zero), got {prior_id!r}")
+    return raw
 
 
 def _check_header(tokenizer_id: str, codebook_size: int, coding: str, depth: int,
@@ -124,19 +164,41 @@ def _check_header(tokenizer_id: str, codebook_size: int, coding: str, depth: int
         raise ValueError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
     if not 1 <= depth <= MAX_DEPTH:
         raise ValueError(f"indices per token must be in [1, {MAX_DEPTH}], got {depth}")
-    if count < 1:
-        raise ValueError("a .vtok file holds at least one image")
+    if not 1 <= count <= MAX_IMAGES:
+        raise ValueError(f"a .vtok file holds 1 to {MAX_IMAGES} images, got {count}")
 
 
 def _check_image(h: int, w: int, token_shape: tuple[int, ...], depth: int) -> None:
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise ValueError(f"image size {w}x{h} is outside 1..{MAX_SIDE} pixels per side")
-    if len(token_shape) not in (1, 2) or min(token_shape) < 1:
-        raise ValueError(f"token shape must be (k,) or (h, w) of positive sizes, "
+    if len(token_shape) not in (1, 2, 3) or min(token_shape) < 1:
+        raise ValueError(f"token shape must be (k,), (h, w) or (t, h, w) of positive sizes, "
                          f"got {token_shape}")
     if math.prod(token_shape) * depth > MAX_TOKENS:
         raise ValueError(f"{math.prod(token_shape)} tokens x {depth} indices per image exceed "
                          f"{MAX_TOKENS}")
+
+
+def _check_time(frames: int, fps: tuple[int, int]) -> None:
+    if not 1 <= frames <= MAX_FRAMES:
+        raise ValueError(f"frame count must be in [1, {MAX_FRAMES}], got {frames}")
+    if len(fps) != 2 or not (0 <= fps[0] < 1 << 32 and 1 <= fps[1] < 1 << 32):
+        raise ValueError(f"frame rate must be a fraction n/d with d >= 1, got {fps}")
+    if frames > 1 and fps[0] == 0:
+        raise ValueError(f"a clip of {frames} frames needs a frame rate above 0")
+
+
+def _check_name(name: str) -> bytes:
+    """The UTF-8 bytes of a valid image name (ValueError otherwise): a bare file stem."""
+    if not isinstance(name, str):
+        raise ValueError(f"image name must be a string, got {type(name).__name__}")
+    data = name.encode("utf-8")
+    if len(data) > MAX_NAME:
+        raise ValueError(f"image name is {len(data)} bytes, more than {MAX_NAME}")
+    if name in (".", "..") or any(ch in "/\\" or ord(ch) < 32 or ord(ch) == 127
+                                  for ch in name):
+        raise ValueError(f"image name {name!r} holds a path separator or control character")
+    return data
 
 
 class _Reader:
@@ -158,46 +220,77 @@ class _Reader:
 def _parse(data: memoryview) -> VtokFile:
     if len(data) < len(MAGIC) or bytes(data[: len(MAGIC)]) != MAGIC:
         raise VtokFormatError("not a .vtok file (the magic bytes are missing)")
-    if len(data) < _HEAD.size + _U32.size:
+    if len(data) < _HEAD_V1.size + _U32.size:
         raise VtokFormatError(f"truncated: {len(data)} bytes is shorter than the header")
     body, (stored,) = data[:-4], _U32.unpack(data[-4:])
     if zlib.crc32(body) != stored:
         raise VtokFormatError("CRC32 mismatch: the file is corrupt or truncated")
     r = _Reader(body)
-    _, version, coding, flags, tid, codebook, depth, count = r.unpack(_HEAD, "header")
-    if version != VERSION:
+    (version,) = struct.unpack("<H", body[8:10])
+    if version not in READS:
         raise VtokFormatError(f"format version {version} is not supported (this vtok reads "
-                              f"version {VERSION})")
+                              f"versions {', '.join(map(str, READS))})")
+    if version == 1:
+        _, _, coding, flags, tid, codebook, depth, count = r.unpack(_HEAD_V1, "header")
+        prior = bytes(8)
+    else:
+        _, _, coding, flags, tid, prior, codebook, depth, count = r.unpack(_HEAD, "header")
+        prior = bytes(prior)
     if coding >= len(CODINGS):
         raise VtokFormatError(f"unknown coding method {coding}")
     if flags:
         raise VtokFormatError(f"reserved header flags are set ({flags:#04x})")
-    min_image = _IMAGE.size + 3 * _U32.size
-    if not 1 <= count <= (len(body) - r.pos) // min_image:
-        raise VtokFormatError(f"image count {count} does not fit the {len(body)}-byte file")
+    # the smallest entry: one token dimension, no name, an empty payload
+    min_image = (_IMAGE_V1.size if version == 1 else _IMAGE.size + _U8.size) + 3 * _U32.size
+    if not 1 <= count <= min(MAX_IMAGES, (len(body) - r.pos) // min_image):
+        raise VtokFormatError(f"image count {count} does not fit the {len(body)}-byte file "
+                              f"(at most {MAX_IMAGES} images)")
     try:
         _check_header(bytes(tid).hex(), codebook, CODINGS[coding], depth, count)
+        if version == 2:
+            _prior_bytes(CODINGS[coding], prior.hex())
     except ValueError as err:
         raise VtokFormatError(str(err)) from None
-    out = VtokFile(bytes(tid).hex(), codebook, CODINGS[coding], depth)
+    out = VtokFile(bytes(tid).hex(), codebook, CODINGS[coding], depth,
+                   prior_id=None if prior == bytes(8) else prior.hex(), version=version)
     for i in range(count):
-        h, w, image_flags, rank = r.unpack(_IMAGE, f"image {i} header")
-        if image_flags & ~FLAG_ALPHA:
-            raise VtokFormatError(f"image {i}: unknown flags {image_flags:#04x}")
-        if rank not in (1, 2):
-            raise VtokFormatError(f"image {i}: token rank {rank} (expected 1 or 2)")
-        shape = tuple(r.unpack(_U32, f"image {i} token shape")[0] for _ in range(rank))
-        try:
-            _check_image(h, w, shape, depth)
-        except ValueError as err:
-            raise VtokFormatError(f"image {i}: {err}") from None
-        (kept,) = r.unpack(_U32, f"image {i} token count")
-        if kept != math.prod(shape):
-            raise VtokFormatError(f"image {i}: {kept} tokens kept but the token shape "
-                                  f"{shape} holds {math.prod(shape)}")
-        (size,) = r.unpack(_U32, f"image {i} payload size")
-        payload = bytes(r.take(size, f"image {i} payload"))
-        out.images.append(ImageTokens((h, w), shape, payload, bool(image_flags & FLAG_ALPHA)))
+        out.images.append(_parse_image(r, i, version, depth))
     if r.pos != len(body):
         raise VtokFormatError(f"{len(body) - r.pos} unexpected bytes after the last image")
     return out
+
+
+def _parse_image(r: _Reader, i: int, version: int, depth: int) -> ImageTokens:
+    name, frames, fps = "", 1, (0, 1)
+    if version == 1:
+        h, w, image_flags, rank = r.unpack(_IMAGE_V1, f"image {i} header")
+        ranks = (1, 2)
+    else:
+        h, w, frames, num, den, image_flags, size = r.unpack(_IMAGE, f"image {i} header")
+        fps = (num, den)
+        raw = bytes(r.take(size, f"image {i} name"))
+        try:
+            name = raw.decode("utf-8")
+            _check_name(name)
+            _check_time(frames, fps)
+        except (UnicodeDecodeError, ValueError) as err:
+            raise VtokFormatError(f"image {i}: {err}") from None
+        (rank,) = r.unpack(_U8, f"image {i} token rank")
+        ranks = (1, 2, 3)
+    if image_flags & ~FLAG_ALPHA:
+        raise VtokFormatError(f"image {i}: unknown flags {image_flags:#04x}")
+    if rank not in ranks:
+        raise VtokFormatError(f"image {i}: token rank {rank} (expected "
+                              f"{' or '.join(map(str, ranks))})")
+    shape = tuple(r.unpack(_U32, f"image {i} token shape")[0] for _ in range(rank))
+    try:
+        _check_image(h, w, shape, depth)
+    except ValueError as err:
+        raise VtokFormatError(f"image {i}: {err}") from None
+    (kept,) = r.unpack(_U32, f"image {i} token count")
+    if kept != math.prod(shape):
+        raise VtokFormatError(f"image {i}: {kept} tokens kept but the token shape "
+                              f"{shape} holds {math.prod(shape)}")
+    (size,) = r.unpack(_U32, f"image {i} payload size")
+    payload = bytes(r.take(size, f"image {i} payload"))
+    return ImageTokens((h, w), shape, payload, bool(image_flags & FLAG_ALPHA), name, frames, fps)

@@ -1,17 +1,12 @@
-"""A small learned prior over a tokenizer's tokens, and the entropy coder it drives.
+"""A small learned prior over a tokenizer's tokens (the float model that trains).
 
 The prior predicts each token from tokens already coded: for a grid, six causal neighbours
 (left, two left, up-left, up, up-right, two up); for a sequence, the previous `context` tokens
 and the position (ordered 1D tokens differ by position). A neighbour outside the image is a
 padding symbol. An MLP over the neighbours' embeddings gives the logits.
 
-Coding walks the tokens in waves of positions that do not depend on each other (for a grid,
-the positions with equal 2*row + column; for a sequence, one position at a time). Encoder and
-decoder evaluate exactly the same waves with the same shapes, so their probabilities are
-bit-identical on the same machine and the range coder (constriction) inverts exactly. Across
-machines, floating-point differences in the MLP can break decoding: a .vtok file with entropy
-coding is meant to be decoded where vtok computes the same floats (same build of torch and CPU
-family); raw packing has no such caveat.
+This float model is the one that trains; files are coded with its integer conversion
+(`vtok.codec.intprior`), which computes the same probabilities on every machine.
 """
 
 from __future__ import annotations
@@ -22,8 +17,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import constriction
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
@@ -130,107 +123,6 @@ class TokenPrior(nn.Module):
         except (OSError, json.JSONDecodeError, TypeError, RuntimeError, SafetensorError) as err:
             raise ValueError(f"{directory}: no readable token prior ({err})") from None
         return prior.eval()
-
-
-def waves(shape: tuple[int, ...]) -> list[np.ndarray]:
-    """Flat positions in coding order, grouped into waves whose members are independent."""
-    if len(shape) == 1:
-        return [np.array([i]) for i in range(shape[0])]
-    h, w = shape
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    wave = (2 * rows + cols).reshape(-1)
-    order = np.argsort(wave, kind="stable")
-    return np.split(order, np.flatnonzero(np.diff(wave[order])) + 1)
-
-
-class _Board:
-    """The tokens of one image with a margin of "outside" symbols, so that the neighbours of
-    any position are plain lookups (cost per wave: its own positions only)."""
-
-    def __init__(self, shape: tuple[int, ...], slots: int, outside: int) -> None:
-        self.shape = shape
-        if len(shape) == 2:
-            self.cells = np.full((shape[0] + _ROWS_ABOVE, shape[1] + 2 * _COLS_AROUND), outside,
-                                 dtype=np.int64)
-            self.offsets = np.array(GRID_NEIGHBOURS)
-        else:
-            self.cells = np.full(shape[0] + slots, outside, dtype=np.int64)
-            self.slots = slots
-
-    def put(self, positions: np.ndarray, values: np.ndarray) -> None:
-        if len(self.shape) == 2:
-            rows, cols = np.divmod(positions, self.shape[1])
-            self.cells[rows + _ROWS_ABOVE, cols + _COLS_AROUND] = values
-        else:
-            self.cells[positions + self.slots] = values
-
-    def get(self) -> np.ndarray:
-        if len(self.shape) == 2:
-            return self.cells[_ROWS_ABOVE:, _COLS_AROUND:-_COLS_AROUND].copy()
-        return self.cells[self.slots :].copy()
-
-    def context(self, positions: np.ndarray) -> np.ndarray:
-        """`[M, slots]` neighbour symbols of flat `positions`."""
-        if len(self.shape) == 2:
-            rows, cols = np.divmod(positions, self.shape[1])
-            return self.cells[rows[:, None] + _ROWS_ABOVE + self.offsets[:, 0],
-                              cols[:, None] + _COLS_AROUND + self.offsets[:, 1]]
-        back = np.arange(1, self.slots + 1)
-        return self.cells[positions[:, None] + self.slots - back]
-
-
-class EntropyCoder:
-    """Range coding (constriction) of one image's tokens under a TokenPrior."""
-
-    name = "entropy"
-
-    def __init__(self, prior: TokenPrior) -> None:
-        self.prior = prior.eval()
-        self.family = constriction.stream.model.Categorical(perfect=False)
-
-    def _probabilities(self, board: _Board, positions: np.ndarray) -> np.ndarray:
-        """Probabilities `[M, K]` (float64) of the tokens at flat `positions`, from the
-        neighbours already on the board (earlier waves only)."""
-        ctx = torch.from_numpy(board.context(positions))
-        pos = torch.from_numpy(positions) if self.prior.position is not None else None
-        with torch.no_grad():
-            logits = self.prior.logits(ctx, pos).double().numpy()
-        logits -= logits.max(1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(1, keepdims=True)
-
-    def _board(self, shape: tuple[int, ...]) -> _Board:
-        c = self.prior.config
-        if len(shape) != (2 if c.layout == "grid" else 1):
-            raise ValueError(f"a {c.layout} prior cannot code tokens of shape {shape}")
-        if c.layout == "sequence" and shape[0] > c.max_len:
-            raise ValueError(f"{shape[0]} tokens exceed the prior's {c.max_len}")
-        return _Board(tuple(shape), self.prior.slots, c.codebook_size)
-
-    def encode(self, indices: np.ndarray) -> bytes:
-        indices = np.asarray(indices, dtype=np.int64)
-        board = self._board(indices.shape)
-        flat = indices.reshape(-1)
-        board.put(np.arange(flat.size), flat)  # only earlier waves are ever read
-        encoder = constriction.stream.queue.RangeEncoder()
-        for positions in waves(indices.shape):
-            probs = self._probabilities(board, positions)
-            encoder.encode(flat[positions].astype(np.int32), self.family, probs)
-        return encoder.get_compressed().tobytes()
-
-    def decode(self, payload: bytes, shape: tuple[int, ...]) -> np.ndarray:
-        board = self._board(shape)
-        if len(payload) % 4:
-            raise ValueError(f"an entropy-coded payload is whole 32-bit words, "
-                             f"got {len(payload)} bytes")
-        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, np.uint32).copy())
-        try:
-            for positions in waves(shape):
-                probs = self._probabilities(board, positions)
-                board.put(positions, np.asarray(decoder.decode(self.family, probs)))
-        except (ValueError, RuntimeError) as err:
-            raise ValueError(f"the entropy-coded payload is corrupt ({err})") from None
-        return board.get()
 
 
 def train_prior(tokens: Tensor, config: PriorConfig, steps: int = 2000, batch_size: int = 16,

@@ -28,13 +28,14 @@ def make_coder(coding: str, tok: Tokenizer, directory: Path | None) -> Coder:
         return RawCoder(tok.codebook_size)
     if coding != "entropy":
         raise ValueError(f"unknown coding {coding!r} (raw or entropy)")
-    from vtok.codec.prior import EntropyCoder, TokenPrior
+    from vtok.codec.entropy import EntropyCoder
+    from vtok.codec.intprior import IntegerPrior
 
     if directory is None or not has_prior(directory):
         raise ValueError(f"entropy coding needs a token prior ({PRIOR_STEM}.json and "
                          f"{PRIOR_STEM}.safetensors) in the tokenizer folder {directory}; "
-                         f"use --coding raw or train one with scripts/train_prior.py")
-    prior = TokenPrior.load(directory, PRIOR_STEM)
+                         f"use --coding raw or make one with `vtok prior {directory}`")
+    prior = IntegerPrior.load(directory, PRIOR_STEM)
     if prior.config.tokenizer_id != tok.tokenizer_id:
         raise ValueError(f"the token prior in {directory} was trained for tokenizer "
                          f"{prior.config.tokenizer_id}, not {tok.tokenizer_id}")
@@ -42,8 +43,9 @@ def make_coder(coding: str, tok: Tokenizer, directory: Path | None) -> Coder:
 
 
 def to_vtok(tokens: Sequence[Tokens], codebook_size: int, coder: Coder,
-            alpha: Sequence[bool] | None = None) -> VtokFile:
-    """A VtokFile holding every image of `tokens` (a list of batches, one tokenizer)."""
+            alpha: Sequence[bool] | None = None, names: Sequence[str] | None = None) -> VtokFile:
+    """A VtokFile holding every image of `tokens` (a list of batches, one tokenizer), with
+    per image whether alpha was composited and a name (its source file's stem)."""
     if not tokens:
         raise ValueError("no tokens to store")
     ids = {t.tokenizer_id for t in tokens}
@@ -51,7 +53,8 @@ def to_vtok(tokens: Sequence[Tokens], codebook_size: int, coder: Coder,
         raise ValueError(f"tokens of several tokenizers cannot share a file: {sorted(ids)}")
     first = tokens[0]
     depth = first.indices.shape[-1] if first.indices.dim() == len(first.token_shape) + 2 else 1
-    out = VtokFile(first.tokenizer_id, codebook_size, coder.name, depth)
+    out = VtokFile(first.tokenizer_id, codebook_size, coder.name, depth,
+                   prior_id=getattr(coder, "prior_id", None))
     for batch in tokens:
         for indices in batch.indices.cpu().numpy():
             out.images.append(ImageTokens(tuple(batch.image_size), tuple(batch.token_shape),
@@ -59,8 +62,11 @@ def to_vtok(tokens: Sequence[Tokens], codebook_size: int, coder: Coder,
     flags = list(alpha) if alpha is not None else [False] * len(out.images)
     if len(flags) != len(out.images):
         raise ValueError(f"{len(flags)} alpha flags for {len(out.images)} images")
-    for image, flag in zip(out.images, flags):
-        image.alpha = bool(flag)
+    labels = list(names) if names is not None else [""] * len(out.images)
+    if len(labels) != len(out.images):
+        raise ValueError(f"{len(labels)} names for {len(out.images)} images")
+    for image, flag, label in zip(out.images, flags, labels):
+        image.alpha, image.name = bool(flag), label
     return out
 
 
@@ -79,6 +85,14 @@ def from_vtok(vfile: VtokFile, coder: Coder,
                          f"the tokenizer given is {tokenizer_id}")
     if coder.name != vfile.coding:
         raise ValueError(f"the file is {vfile.coding}-coded; a {coder.name} coder cannot read it")
+    if vfile.coding == "entropy":
+        if vfile.prior_id is None:
+            raise ValueError(f"format version {vfile.version} entropy-coded files were coded "
+                             f"with a float prior that vtok no longer ships; re-encode the "
+                             f"images (raw-coded version 1 files still decode)")
+        if coder.prior_id != vfile.prior_id:
+            raise ValueError(f"these tokens were entropy-coded with prior {vfile.prior_id}; "
+                             f"the prior beside the tokenizer is {coder.prior_id}")
     if isinstance(tokenizer, Tokenizer):
         for i, image in enumerate(vfile.images):
             try:

@@ -1,0 +1,91 @@
+"""Make the token prior that entropy-codes a tokenizer's .vtok files, in its folder.
+
+Tokenizes random crops of --data (default: the default photos' train split), fits the prior,
+converts it to integer arithmetic (files then decode on any machine) and reports, on held-out
+images, the real entropy-coded size against raw packing. Writes prior.json and
+prior.safetensors beside the tokenizer's weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("tokenizer", type=Path, metavar="TOKENIZER_DIR",
+                        help="tokenizer folder (config.json + model.safetensors)")
+    parser.add_argument("--data", type=Path, default=None, help="image folder or .tar shards "
+                        "(default: the default photos' train split)")
+    parser.add_argument("--held-out", type=Path, default=None,
+                        help="image folder to measure on (default: the default photos' val "
+                        "split with the default data, else other crops of --data)")
+    parser.add_argument("--crops", type=int, default=800, help="training crops (default 800)")
+    parser.add_argument("--crop-size", type=int, default=256, help="crop side (default 256)")
+    parser.add_argument("--steps", type=int, default=2000, help="fitting steps (default 2000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="replace an existing prior")
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name, low, high in (("crops", 16, 100_000), ("crop_size", 16, 2048),
+                            ("steps", 1, 1_000_000)):
+        value = getattr(args, name)
+        if not low <= value <= high:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [{low}, {high}], "
+                             f"got {value}")
+
+
+def _images(args: argparse.Namespace):
+    """(training crops [N, 3, S, S], held-out images)."""
+    import torch
+
+    from vtok.data.datasets import RandomCrops, center_crop, image_items
+    from vtok.data.images import read_image
+    from vtok.data.photos import photo_paths
+
+    source = args.data if args.data is not None else photo_paths("train")
+    crops = RandomCrops(image_items(source), args.crop_size, seed=args.seed + 1, min_scale=0.5)
+    train = torch.stack([crops[i] for i in range(args.crops)])
+    if args.held_out is not None:
+        held = [item.read() for item in image_items(args.held_out)]
+    elif args.data is None:
+        held = [center_crop(read_image(p), args.crop_size) for p in photo_paths("val")]
+    else:
+        other = RandomCrops(crops.items, args.crop_size, seed=args.seed + 1000)
+        held = [other[i] for i in range(min(32, max(8, args.crops // 25)))]
+    return train, held
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        _check(args)
+        from vtok.codec.fit import check_codable, fit_prior, summary, write_prior
+        from vtok.codec.tokens_file import has_prior
+        from vtok.models import Tokenizer
+        from vtok.models.presets import PRETRAINED_DIR
+
+        directory = args.tokenizer
+        if not directory.is_dir():
+            raise ValueError(f"{directory} is not a tokenizer folder")
+        if directory.resolve().is_relative_to(PRETRAINED_DIR):
+            raise ValueError(f"{directory} is a shipped tokenizer, whose prior ships with it "
+                             f"(scripts/train_prior.py remakes it); copy the folder to make "
+                             f"your own")
+        if has_prior(directory) and not args.force:
+            raise FileExistsError(f"{directory} already has a token prior "
+                                  f"(use --force to replace it)")
+        tok = Tokenizer.from_pretrained(directory)
+        check_codable(tok)
+        train, held = _images(args)
+        prior, report = fit_prior(tok, train, held, steps=args.steps, seed=args.seed,
+                                  progress=sys.stderr.isatty())
+        write_prior(prior, directory, report, force=args.force)
+    except (ValueError, OSError) as err:
+        print(f"vtok prior: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ValueError) else 1
+    print(json.dumps({"prior_id": prior.prior_id, **report.to_dict()}, indent=2))
+    print(f"wrote {directory / 'prior.json'} and prior.safetensors: {summary(report)}")
+    return 0

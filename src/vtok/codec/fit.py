@@ -1,0 +1,119 @@
+"""Making a token prior for any tokenizer: tokenize random crops of a set of images, fit the
+float prior by maximum likelihood, convert it to integers and measure the real coded sizes
+against raw packing on held-out images."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from vtok.codec.entropy import EntropyCoder
+from vtok.codec.intprior import IntegerPrior, quantize_prior
+from vtok.codec.prior import PriorConfig, train_prior
+from vtok.models.base import Tokenizer
+
+
+@dataclass
+class PriorFit:
+    """What a fit measured on the held-out tokens (bits per image)."""
+
+    train_crops: int
+    held_out_images: int
+    tokens_per_image: float
+    raw_bits: float
+    coded_bits: float  # real range-coded payloads under the integer prior
+    float_ideal_bits: float  # -log2 p under the float prior before conversion
+    steps: int
+    minutes: float
+
+    @property
+    def saving(self) -> float:
+        return 1 - self.coded_bits / self.raw_bits
+
+    @property
+    def conversion_cost(self) -> float:
+        """Extra bits of the integer prior's real payloads over the float prior's ideal."""
+        return self.coded_bits / self.float_ideal_bits - 1
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "saving_vs_raw": self.saving,
+                "conversion_cost": self.conversion_cost}
+
+
+def tokens_of(tok: Tokenizer, images: Tensor, batch_size: int = 16,
+              progress: bool = False) -> Tensor:
+    """`[N, *token_shape]` token indices of `[N, 3, H, W]` images (full length)."""
+    from tqdm import tqdm
+
+    batches = images.split(batch_size)
+    return torch.cat([tok.encode(b).indices for b in tqdm(batches, desc="tokenize",
+                                                          disable=not progress)])
+
+
+def prior_config(tok: Tokenizer, tokens: Tensor) -> PriorConfig:
+    """A grid prior for `[N, h, w]` tokens, a sequence prior for `[N, k]` ones."""
+    if tokens.dim() == 3:
+        return PriorConfig(tok.codebook_size, "grid", tok.tokenizer_id)
+    if tokens.dim() == 2:
+        return PriorConfig(tok.codebook_size, "sequence", tok.tokenizer_id,
+                           max_len=tokens.shape[1], context=8)
+    raise ValueError(f"a token prior codes one index per token in a grid or a sequence; "
+                     f"this tokenizer gives tokens of shape {tuple(tokens.shape[1:])}")
+
+
+def fit_prior(tok: Tokenizer, train: Tensor, held_out: Sequence[Tensor], steps: int = 2000,
+              seed: int = 0, progress: bool = False) -> tuple[IntegerPrior, PriorFit]:
+    """Fit and convert a prior on `train` crops `[N, 3, S, S]`; measure on `held_out` images
+    (each `[3, H, W]`, any size)."""
+    started = time.time()
+    train_tokens = tokens_of(tok, train, progress=progress)
+    config = prior_config(tok, train_tokens)
+    prior = train_prior(train_tokens, config, steps=steps, batch_size=16, seed=seed,
+                        progress=progress)
+    integer = quantize_prior(prior, train_tokens)
+    coder = EntropyCoder(integer)
+    raw_bits = coded = ideal = 0.0
+    count = 0
+    for image in held_out:
+        indices = tok.encode(image[None]).indices
+        raw_bits += indices.numel() * math.ceil(math.log2(tok.codebook_size))
+        coded += len(coder.encode(indices[0].numpy())) * 8
+        ideal += prior.bits(indices).item()
+        count += indices.numel()
+    n = max(1, len(held_out))
+    report = PriorFit(len(train), len(held_out), count / n, raw_bits / n, coded / n, ideal / n,
+                      steps, (time.time() - started) / 60)
+    return integer, report
+
+
+def check_codable(tok: Tokenizer) -> None:
+    """Refuse, before any work, tokenizers whose tokens a prior cannot code."""
+    if tok.quantizer.num_codebooks != 1:
+        raise ValueError(f"token priors code one index per token; this tokenizer has "
+                         f"{tok.quantizer.num_codebooks} (use raw coding)")
+    if not 2 <= tok.codebook_size <= 1 << 16:
+        raise ValueError(f"token priors code 2 to 65536 codes; this tokenizer has "
+                         f"{tok.codebook_size} (use raw coding)")
+
+
+def write_prior(prior: IntegerPrior, directory: Path, report: PriorFit, force: bool) -> None:
+    """Save beside the tokenizer's weights; an existing prior is replaced only with `force`."""
+    from vtok.codec.tokens_file import PRIOR_STEM, has_prior
+
+    if has_prior(directory) and not force:
+        raise FileExistsError(f"{directory} already has a token prior (use --force to replace)")
+    prior.save(directory, PRIOR_STEM, extra={"fit": report.to_dict()})
+
+
+def summary(report: PriorFit) -> str:
+    return (f"held-out: {report.held_out_images} images, {report.tokens_per_image:.0f} tokens "
+            f"each; raw {report.raw_bits:.0f} bits, entropy coded {report.coded_bits:.0f} "
+            f"bits per image ({report.saving:.1%} fewer; the float prior's ideal length "
+            f"{report.float_ideal_bits:.0f}, so the integer conversion costs "
+            f"{report.conversion_cost:+.2%})")
