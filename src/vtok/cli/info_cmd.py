@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         alpha = ", alpha composited on white" if im["alpha_composited_on_white"] else ""
         shape = "x".join(map(str, im["token_shape"]))
         label = f" {im['name']!r}" if im["name"] else ""
-        print(f"  image {i}{label}: {im['width']}x{im['height']} px, {im['tokens']} tokens ({shape}), "
+        print(f"  image {i}{label}: {im['width']}x{im['height']} px, "
+              f"{im['tokens']} tokens ({shape}), "
               f"payload {im['payload_bytes']} bytes = {im['payload_bpp']:.4f} bpp{alpha}")
     return 0
