@@ -1,3 +1,4 @@
+import re
 import tarfile
 
 import numpy as np
@@ -103,3 +104,33 @@ def test_center_crop():
     img = torch.arange(3 * 6 * 8, dtype=torch.float32).reshape(3, 6, 8) / 200
     crop = center_crop(img, 4)
     assert torch.equal(crop, img[:, 1:5, 2:6])
+
+
+def test_tar_members_use_the_file_reader_and_its_pixel_limit(tmp_path):
+    from tests.data.test_images import _png_header
+
+    rgba = np.zeros((4, 6, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[:, :3, 3] = 255  # left half opaque red, right half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "000.png")
+    (tmp_path / "001.png").write_bytes(_png_header(10000, 10000))  # 100 MP declared, no pixels
+    rotated = Image.new("RGB", (40, 20), (200, 10, 10))
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "002.jpg", exif=exif)
+    with tarfile.open(tmp_path / "shard.tar", "w") as tar:
+        for name in ["000.png", "001.png", "002.jpg"]:
+            tar.add(tmp_path / name, arcname=name)
+    items = image_items(tmp_path / "shard.tar")
+    white_right = torch.tensor([1.0, 0, 0])[:, None, None].expand(3, 4, 6).clone()
+    white_right[:, :, 3:] = 1.0
+    assert torch.equal(items[0].read(), white_right)  # alpha composited on white, as for files
+    assert items[2].read().shape == (3, 40, 20)  # EXIF orientation, as for files
+    bomb = f"{tmp_path / 'shard.tar'}:001.png"
+    with pytest.raises(ImageReadError, match=re.escape(
+            f"{bomb}: declares 10000x10000 = 100000000 pixels, over the limit")):
+        items[1].read()
+    data = RandomCrops(items, size=4, cache=False)
+    with pytest.warns(UserWarning, match=re.escape(bomb)):
+        crop = data[1]  # the bomb is skipped; the next readable image stands in
+    assert crop.shape == (3, 4, 4) and list(data.skipped) == [bomb]

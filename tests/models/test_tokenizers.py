@@ -235,7 +235,8 @@ def test_only_safetensors_are_read(tmp_path):
 
 
 def test_bad_configs_name_the_field():
-    with pytest.raises(ValueError, match="ConvTokenizerConfig.channels must be an integer >= 1"):
+    with pytest.raises(ValueError,
+                       match=r"ConvTokenizerConfig.channels must be an integer in \[1, 512\]"):
         create_tokenizer("test-conv2d", channels=0)
     with pytest.raises(ValueError, match="pixel_codec must be one of"):
         create_tokenizer("test-titok", pixel_codec="vae")

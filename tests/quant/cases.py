@@ -13,14 +13,16 @@ VARIANTS = {
     "vq-learned": ("vq", {"codebook_size": 32, "ema": False}),
     "vq-cosine": ("vq", {"codebook_size": 32, "distance": "cosine"}),
     "vq-lowdim-rotation": ("vq", {"codebook_size": 300, "codebook_dim": 4, "rotation_trick": True}),
-    "rvq": ("rvq", {"num_quantizers": 3, "codebook_size": 16}),
-    "rvq-shared-fsq": ("rvq", {"num_quantizers": 2, "quantizer": "fsq", "levels": [5, 5, 5],
-                               "shared_codebook": True}),
-    "msrvq": ("msrvq", {"codebook_size": 16}),  # scales set per input shape below
+    "rvq": ("rvq", {"num_quantizers": 3, "quantizer_options": {"codebook_size": 16}}),
+    "rvq-shared-fsq": ("rvq", {"num_quantizers": 2, "quantizer": "fsq", "shared_codebook": True,
+                               "quantizer_options": {"levels": [5, 5, 5]}}),
+    "rvq-flat-options": ("rvq", {"num_quantizers": 2, "codebook_size": 16}),  # older form
+    "msrvq": ("msrvq", {"quantizer_options": {"codebook_size": 16}}),  # scales set per shape
     "fsq": ("fsq", {"levels": [8, 5, 5, 5]}),  # dim 8 -> projections 8 -> 4 -> 8
     "lfq": ("lfq", {}),
     "bsq": ("bsq", {}),
-    "gvq": ("gvq", {"groups": 2, "codebook_size": 16, "disentangle_weight": 0.1}),
+    "gvq": ("gvq", {"groups": 2, "quantizer_options": {"codebook_size": 16},
+                    "disentangle_weight": 0.1}),
 }
 SHAPES = {"seq": (2, 16, DIM), "grid": (2, 4, 4, DIM)}
 

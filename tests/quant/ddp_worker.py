@@ -31,8 +31,9 @@ def train_all(rank: int) -> dict[str, torch.Tensor]:
     setups = {
         "vq_ema": dict(name="vq", dim=4, codebook_size=64, dead_code_window=1.0),
         "vq_cosine": dict(name="vq", dim=4, codebook_size=32, distance="cosine"),
-        "rvq": dict(name="rvq", dim=4, num_quantizers=2, codebook_size=32, dead_code_window=1.0),
-        "gvq": dict(name="gvq", dim=4, groups=2, codebook_size=16),
+        "rvq": dict(name="rvq", dim=4, num_quantizers=2,
+                    quantizer_options=dict(codebook_size=32, dead_code_window=1.0)),
+        "gvq": dict(name="gvq", dim=4, groups=2, quantizer_options=dict(codebook_size=16)),
         "vq_learned": dict(name="vq", dim=4, codebook_size=64, ema=False, dead_code_window=1.0),
     }
     for key, options in setups.items():

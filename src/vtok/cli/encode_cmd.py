@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from vtok.codec import write_vtok
     from vtok.codec.select import tokens_for_bpp, tokens_for_count, tokens_for_lpips
     from vtok.codec.tokens_file import has_prior, make_coder
-    from vtok.data.images import has_alpha, read_image
+    from vtok.data.images import load_image
     from vtok.models import Tokenizer
     from vtok.models.presets import tokenizer_dir
 
@@ -100,18 +100,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"vtok encode: {', '.join(existing)} exists (use --force to overwrite)",
                   file=sys.stderr)
             return 1
-    bad, done, kept = [], [], []
+    bad, done, kept, notes = [], [], [], []
     bar = tqdm(args.inputs, desc="encode", unit="img", disable=len(args.inputs) < 2)
     for path, out in zip(bar, outputs):
         try:
-            image = read_image(path)
+            decoded = load_image(path)
+            image = decoded.pixels
             if args.target_bpp is not None:
                 tokens = tokens_for_bpp(tok, image, args.target_bpp, coder)
             elif lpips is not None:
                 tokens = tokens_for_lpips(tok, image, args.target_lpips, lpips)
             else:
                 tokens = tokens_for_count(tok, image, args.num_tokens)
-            entry = (tokens, has_alpha(path))
+            entry = (tokens, decoded.alpha)
             if not shared:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 write_vtok(out, _smallest([entry], tok.codebook_size, coders), force=True)
@@ -119,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as err:  # unreadable, too large, unwritable: skip it
             bad.append(str(err) if str(path) in str(err) else f"{path}: {err}")
             continue
+        if decoded.animated:
+            notes.append(f"{path}: animated image; only its first frame is coded")
         kept.append(entry)
     if shared and kept:
         try:
@@ -131,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"encoded {len(done) if not shared else len(kept)} of {len(args.inputs)} images "
           f"into {len(done)} file(s)"
           + (f": {done[0]}" if len(done) == 1 else f" in {args.out}" if done else ""))
+    for message in notes:
+        print(f"note: {message}", file=sys.stderr)
     for message in bad:
         print(f"skipped {message}", file=sys.stderr)
     return 1 if bad else 0

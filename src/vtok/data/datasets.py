@@ -10,15 +10,15 @@ import tarfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
-from vtok.data.images import IMAGE_SUFFIXES, ImageReadError, find_images, pil_to_tensor, read_image
+from vtok.data.images import IMAGE_SUFFIXES, ImageReadError, find_images, read_image
+
+MAX_MEMBER_BYTES = 1 << 28  # a tar member is read into memory whole: 256 MiB at most
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,19 @@ def tar_items(path: Path) -> list[ImageItem]:
     def reader(member: tarfile.TarInfo) -> Callable[[], torch.Tensor]:
         def read() -> torch.Tensor:
             name = f"{path}:{member.name}"
+            if member.size > MAX_MEMBER_BYTES:
+                raise ImageReadError(f"{name}: {member.size} bytes, over the limit of "
+                                     f"{MAX_MEMBER_BYTES} for one tar member; not read")
             try:
                 with open(path, "rb") as f:
                     f.seek(member.offset_data)
                     data = f.read(member.size)
-                with Image.open(BytesIO(data)) as im:
-                    return pil_to_tensor(im)
-            except (OSError, ValueError, SyntaxError) as err:
-                raise ImageReadError(f"{name}: cannot decode image ({err})") from None
+            except OSError as err:
+                raise ImageReadError(f"{name}: cannot read the shard ({err})") from None
+            if len(data) != member.size:
+                raise ImageReadError(f"{name}: the shard ends inside this member "
+                                     f"({len(data)} of {member.size} bytes)")
+            return read_image(data, name)  # the same reader as files: pixel limit, EXIF, alpha
 
         return read
 

@@ -22,11 +22,13 @@ from torch import Tensor, nn
 
 import vtok
 from vtok.files import atomic_write, atomic_write_text
+from vtok.models.limits import MAX_LATENT_DIM, check_budget, check_fields, check_quantizer
 from vtok.quant import Quantizer, create_quantizer
 from vtok.registry import Registry
 
 ARCHITECTURES: Registry[type[Tokenizer]] = Registry("tokenizer architecture")
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes; refuse megabytes unread
 MAX_DECODE_PIXELS = 1 << 24  # 16.7 megapixels: larger images are not decoded (split them)
 
 
@@ -49,21 +51,33 @@ class Tokens:
 
 @dataclass
 class TokenizerConfig:
-    """Fields shared by every tokenizer; subclasses add their architecture's fields."""
+    """Fields shared by every tokenizer; subclasses add their architecture's fields.
+
+    `__post_init__` checks every field's type and size against `LIMITS` (see
+    `vtok.models.limits`), then `check()` (relations between fields), then the estimated
+    weights against MAX_PARAMETERS: a bad config fails here, before anything is allocated.
+    """
 
     latent_dim: int = 16
     quantizer: str = "vq"
     quantizer_options: dict[str, Any] = field(default_factory=lambda: {"codebook_size": 1024})
 
+    LIMITS: ClassVar[dict[str, int]] = {"latent_dim": MAX_LATENT_DIM}  # largest value per field
+    LENGTHS: ClassVar[dict[str, int]] = {}  # most entries per tuple field
+
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("int", int) and (not isinstance(value, int) or isinstance(value, bool)
-                                           or value < 1):
-                raise ValueError(f"{type(self).__name__}.{f.name} must be an integer >= 1, "
-                                 f"got {value!r}")
-        if not isinstance(self.quantizer_options, dict):
-            raise ValueError(f"quantizer_options must be a dict, got {self.quantizer_options!r}")
+        check_fields(self, self.LIMITS, self.LENGTHS)
+        self.check()
+        codebooks = check_quantizer(f"{type(self).__name__}.quantizer_options", self.quantizer,
+                                    self.quantizer_options, self.latent_dim)
+        check_budget(self, self.parameter_estimate() + codebooks)
+
+    def check(self) -> None:
+        """Relations between fields; subclasses raise ValueError naming the fields."""
+
+    def parameter_estimate(self) -> int:
+        """About how many weights the architecture holds (quantizer codebooks aside)."""
+        return 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -200,14 +214,24 @@ class Tokenizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> Tokenizer:
-        """Load a tokenizer directory; on a subclass, refuse another architecture."""
+        """Load a tokenizer directory; on a subclass, refuse another architecture.
+
+        Every failure (missing or malformed files, a config out of bounds, an unknown
+        architecture or quantizer, weights that do not fit) is a ValueError naming the folder.
+        """
         directory = Path(directory)
-        arch, config = read_config(directory)
-        if cls is not Tokenizer and arch != cls.architecture:
-            raise ValueError(f"{directory} holds a {arch!r} tokenizer, not {cls.architecture!r}")
-        model_cls = ARCHITECTURES.get(arch)
-        model = model_cls(model_cls.config_class.from_dict(config))
-        model.load_weights(directory / WEIGHTS_FILE)
+        try:
+            arch, config = read_config(directory)
+            if cls is not Tokenizer and arch != cls.architecture:
+                raise ValueError(f"holds a {arch!r} tokenizer, not {cls.architecture!r}")
+            model_cls = ARCHITECTURES.get(arch)
+            model = model_cls(model_cls.config_class.from_dict(config))  # checked, then built
+            model.load_weights(directory / WEIGHTS_FILE)
+        except Exception as err:  # whatever a damaged folder triggers, say which folder
+            message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+            if str(directory) not in message:
+                message = f"{directory}: {message}"
+            raise ValueError(f"cannot load tokenizer: {message}") from None
         return model.eval()
 
     def load_weights(self, path: Path) -> None:
@@ -233,14 +257,27 @@ class Tokenizer(nn.Module):
 
 
 def read_config(directory: Path) -> tuple[str, dict[str, Any]]:
+    """(architecture, config fields) from `directory/config.json`; ValueError naming the file."""
     path = directory / CONFIG_FILE
-    if not path.exists():
+    if not path.is_file():
         raise ValueError(f"{directory}: not a tokenizer directory (no {CONFIG_FILE})")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, too large for a tokenizer "
+                         f"config (at most {MAX_CONFIG_BYTES})")
     try:
-        data = json.loads(path.read_text())
-        return data["architecture"], data["config"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: malformed tokenizer config ({err})") from None
+        data = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:  # ValueError covers JSON and UTF-8 errors
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: must hold a JSON object, got {type(data).__name__}")
+    arch, config = data.get("architecture"), data.get("config")
+    if not isinstance(arch, str):
+        raise ValueError(f"{path}: \"architecture\" must be a name such as \"conv2d\", "
+                         f"got {arch!r}")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: \"config\" must be an object of config fields, "
+                         f"got {config!r}")
+    return arch, config
 
 
 def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:

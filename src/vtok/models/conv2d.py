@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,7 @@ from vtok.models.base import (
     eval_mode,
     pad_to_multiple,
 )
+from vtok.models.limits import resblock_parameters
 from vtok.nn import AttentionBlock2d, Downsample, ResBlock, Upsample, group_norm
 
 
@@ -29,12 +30,33 @@ class ConvTokenizerConfig(TokenizerConfig):
     num_res_blocks: int = 1
     attention: bool = False  # self-attention in the middle blocks (lowest resolution)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        mult = self.channel_mult
-        if not mult or not all(isinstance(m, int) and m >= 1 for m in mult):
-            raise ValueError(f"ConvTokenizerConfig.channel_mult must be a non-empty tuple of "
-                             f"integers >= 1, got {mult!r}")
+    LIMITS: ClassVar[dict[str, int]] = {
+        **TokenizerConfig.LIMITS, "channels": 512, "channel_mult": 16, "num_res_blocks": 8}
+    LENGTHS: ClassVar[dict[str, int]] = {"channel_mult": 6}  # at most a x32 grid
+    MAX_WIDTH: ClassVar[int] = 2048  # channels * channel_mult of the widest stage
+
+    def check(self) -> None:
+        widest = self.channels * max(self.channel_mult)
+        if widest > self.MAX_WIDTH:
+            raise ValueError(f"{type(self).__name__}: channels * channel_mult reaches {widest} "
+                             f"channels, over the limit of {self.MAX_WIDTH}")
+
+    def parameter_estimate(self) -> int:
+        """Mirrors Encoder2d/Decoder2d: ResBlocks, resampling convs and the middle blocks."""
+        widths = [self.channels * m for m in self.channel_mult]
+        total, ch = 0, self.channels
+        for i, width in enumerate(widths):  # encoder
+            for _ in range(self.num_res_blocks):
+                total, ch = total + resblock_parameters(ch, width), width
+            total += 9 * width * width if i < len(widths) - 1 else 0
+        middle = 2 * resblock_parameters(ch, ch) + (4 * ch * ch if self.attention else 0)
+        total += 2 * middle  # encoder and decoder
+        for i in reversed(range(len(widths))):  # decoder
+            for _ in range(self.num_res_blocks + 1):
+                total, ch = total + resblock_parameters(ch, widths[i]), widths[i]
+            total += 9 * ch * ch if i > 0 else 0
+        ends = 9 * (3 + self.latent_dim) * (self.channels + widths[-1])
+        return total + ends
 
     @property
     def downsample(self) -> int:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens, pad_to_multiple
 from vtok.models.conv2d import ConvTokenizerConfig, Decoder2d, Encoder2d
+from vtok.models.limits import MAX_LATENT_DIM, transformer_parameters
 from vtok.nn import TransformerBlock
 from vtok.nn.transformer import sincos_2d
 
@@ -61,11 +62,28 @@ class TiTokConfig(TokenizerConfig):
     grid_codes: int = 128  # code vectors the decoder chooses among for each grid cell
     grid_decode: str = "soft"  # "soft": softmax mean of the codes; "hard": the likeliest code
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    LIMITS: ClassVar[dict[str, int]] = {
+        **TokenizerConfig.LIMITS, "image_size": 4096, "patch_size": 64, "width": 2048,
+        "depth": 48, "heads": 64, "decoder_width": 2048, "decoder_depth": 48,
+        "decoder_heads": 64, "num_latent_tokens": 4096, "conv_channels": 512,
+        "conv_channel_mult": 16, "conv_num_res_blocks": 8, "conv_latent_dim": MAX_LATENT_DIM,
+        "grid_codes": 1 << 16}
+    LENGTHS: ClassVar[dict[str, int]] = {"conv_channel_mult": 6}
+    MAX_PATCHES: ClassVar[int] = 4096  # (image_size / patch_size)**2 of the native grid
+
+    def check(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError(f"TiTokConfig.image_size ({self.image_size}) must be a multiple "
                              f"of patch_size ({self.patch_size})")
+        if (self.image_size // self.patch_size) ** 2 > self.MAX_PATCHES:
+            raise ValueError(f"TiTokConfig: image_size / patch_size gives "
+                             f"{(self.image_size // self.patch_size) ** 2} patches, over the "
+                             f"limit of {self.MAX_PATCHES}")
+        for width, heads in (("width", "heads"), ("decoder_width", "decoder_heads")):
+            w, h = getattr(self, width), getattr(self, heads)
+            if w % 4 or w % h:  # sine-cosine positions need 4 | width
+                raise ValueError(f"TiTokConfig.{width} ({w}) must be a multiple of 4 and of "
+                                 f"{heads} ({h})")
         for name, choices in (("pixel_codec", ("patches", "conv")),
                               ("grid_decode", ("soft", "hard")),
                               ("token_regions", ("none", "quadtree"))):
@@ -77,12 +95,28 @@ class TiTokConfig(TokenizerConfig):
             if self.patch_size % f:
                 raise ValueError(f"TiTokConfig.patch_size ({self.patch_size}) must be a "
                                  f"multiple of the conv downsample factor ({f})")
-            if not isinstance(self.grid_codes, int) or self.grid_codes < 2:
+            if self.grid_codes < 2:
                 raise ValueError(f"TiTokConfig.grid_codes must be an integer >= 2, "
                                  f"got {self.grid_codes!r}")
         if not 0 <= self.nested_dropout <= 1:
             raise ValueError(f"TiTokConfig.nested_dropout must be in [0, 1], "
                              f"got {self.nested_dropout!r}")
+
+    def parameter_estimate(self) -> int:
+        """Mirrors TiTokTokenizer: transformer stacks, patch projections, position tables and,
+        with pixel_codec="conv", the conv pair and its grid codes."""
+        side, p = self.image_size // self.patch_size, self.patch_size
+        cell, chans, out, conv = p, 3, 3 * p * p, 0
+        if self.pixel_codec == "conv":
+            pair = self.conv_config()
+            cell, chans = p // pair.downsample, self.conv_latent_dim
+            out = self.grid_codes * cell * cell
+            conv = pair.parameter_estimate() + self.grid_codes * self.conv_latent_dim
+        w, dw, k = self.width, self.decoder_width, self.num_latent_tokens
+        stacks = transformer_parameters(w, self.depth) + transformer_parameters(dw,
+                                                                                self.decoder_depth)
+        embeddings = chans * cell * cell * w + dw * out + (side * side + k) * (w + dw)
+        return stacks + embeddings + conv
 
     def conv_config(self) -> ConvTokenizerConfig:
         """The conv encoder/decoder pair's config (its quantizer fields are not used)."""

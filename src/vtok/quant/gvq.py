@@ -23,15 +23,16 @@ from vtok.quant.base import (
     require_int,
     require_range,
 )
-from vtok.quant.rvq import build_single
+from vtok.quant.rvq import build_single, inner_options
 
 
 @QUANTIZERS.register("gvq")
 class GroupedQuantizer(Quantizer):
     """Grouped sub-codebooks over channel groups; indices `[..., groups]`.
 
-    quantizer: inner quantizer name (default "vq"); remaining options (codebook_size, ...) go
-    to every group's inner quantizer. disentangle_weight: weight of FQGAN's regularizer.
+    quantizer, quantizer_options: every group's inner quantizer name (default "vq") and options
+    (as for rvq; options given flat are still accepted). disentangle_weight: weight of FQGAN's
+    regularizer.
     """
 
     def __init__(
@@ -40,7 +41,8 @@ class GroupedQuantizer(Quantizer):
         groups: int = 2,
         quantizer: str = "vq",
         disentangle_weight: float = 0.0,
-        **options: Any,
+        quantizer_options: dict[str, Any] | None = None,
+        **flat_options: Any,
     ) -> None:
         super().__init__()
         self.dim = require_int("dim", dim, 1)
@@ -49,6 +51,7 @@ class GroupedQuantizer(Quantizer):
             raise ValueError(f"groups must divide dim={dim}, got groups={groups}")
         self.disentangle_weight = require_range("disentangle_weight", disentangle_weight, 0, 1e6)
         self.group_dim = dim // groups
+        options = inner_options("gvq", quantizer_options, flat_options)
         self.quantizers = nn.ModuleList(
             build_single(quantizer, self.group_dim, "gvq's inner", options) for _ in range(groups)
         )

@@ -24,7 +24,7 @@ from vtok.quant.base import (
     mean_metrics,
     require_int,
 )
-from vtok.quant.rvq import build_single
+from vtok.quant.rvq import build_single, inner_options
 
 
 def _parse_scales(scales: Sequence[Any]) -> list[tuple[int, ...]]:
@@ -55,7 +55,8 @@ class MultiScaleResidualQuantizer(Quantizer):
     """Multi-scale residual quantization: input `[..., *grid, dim]` with grid = scales[-1].
 
     scales: e.g. (1, 2, 4, 8) for a 2D 8x8 grid, ((1,), (2,), (4,)) for a 1D length-4 grid.
-    quantizer: the shared inner quantizer (default "vq"); other options go to it.
+    quantizer, quantizer_options: the shared inner quantizer's name (default "vq") and options
+    (as for rvq; options given flat are still accepted).
     """
 
     def __init__(
@@ -63,12 +64,14 @@ class MultiScaleResidualQuantizer(Quantizer):
         dim: int,
         scales: Sequence[Any] = (1, 2, 4, 8),
         quantizer: str = "vq",
-        **options: Any,
+        quantizer_options: dict[str, Any] | None = None,
+        **flat_options: Any,
     ) -> None:
         super().__init__()
         self.dim = require_int("dim", dim, 1)
         self.scales = _parse_scales(scales)
         self.grid = self.scales[-1]
+        options = inner_options("msrvq", quantizer_options, flat_options)
         self.inner = build_single(quantizer, dim, "msrvq's inner", options)
         self.codebook_size = self.inner.codebook_size
         self.num_tokens = sum(math.prod(s) for s in self.scales)

@@ -22,7 +22,7 @@ DROPPED = -1  # index of a level skipped by quantize dropout or a lower bitrate
 
 def build_single(name: str, dim: int, what: str, options: dict[str, Any]) -> Quantizer:
     """Build an inner quantizer that emits one index per vector (vq, fsq, lfq, bsq)."""
-    if name in ("rvq", "msrvq", "gvq"):
+    if not isinstance(name, str) or name in ("rvq", "msrvq", "gvq"):
         raise ValueError(f"{what} quantizer must give one index per vector, got {name!r}")
     inner = create_quantizer(name, dim=dim, **options)
     if inner.num_codebooks != 1:
@@ -30,12 +30,28 @@ def build_single(name: str, dim: int, what: str, options: dict[str, Any]) -> Qua
     return inner
 
 
+def inner_options(what: str, quantizer_options: Any, flat: dict[str, Any]) -> dict[str, Any]:
+    """The inner quantizer's options: `quantizer_options={...}`, the convention tokenizers use,
+    or the older flat form (the inner options mixed with the outer ones), still accepted."""
+    if quantizer_options is None:
+        return flat
+    if not isinstance(quantizer_options, dict):
+        raise ValueError(f"{what} quantizer_options must be a dict of the inner quantizer's "
+                         f"options, got {quantizer_options!r}")
+    if flat:
+        raise ValueError(f"{what} has no option {', '.join(sorted(flat))}; give the inner "
+                         f"quantizer's options in quantizer_options")
+    return quantizer_options
+
+
 @QUANTIZERS.register("rvq")
 class ResidualQuantizer(Quantizer):
     """Residual quantization: level l quantizes what levels < l left over; indices `[..., Q]`.
 
-    quantizer: the inner quantizer name (default "vq"); remaining options go to it (for vq:
-    codebook_size, codebook_dim, ...). shared_codebook: all levels use one inner quantizer.
+    quantizer, quantizer_options: the inner quantizer's name (default "vq") and options, e.g.
+    `create_quantizer("rvq", dim=32, num_quantizers=4, quantizer="vq",
+    quantizer_options={"codebook_size": 256})`; options given flat (`codebook_size=256`) are
+    still accepted. shared_codebook: all levels use one inner quantizer.
     quantize_dropout: probability that a training step keeps only the first n ~ U{1..Q}
     levels (variable bitrate); dropped levels get index -1 and decode to zero.
     `forward(z, num_levels=n)` codes with the first n levels only.
@@ -48,13 +64,15 @@ class ResidualQuantizer(Quantizer):
         quantizer: str = "vq",
         shared_codebook: bool = False,
         quantize_dropout: float = 0.0,
-        **options: Any,
+        quantizer_options: dict[str, Any] | None = None,
+        **flat_options: Any,
     ) -> None:
         super().__init__()
         self.dim = require_int("dim", dim, 1)
         self.num_codebooks = require_int("num_quantizers", num_quantizers, 1)
         self.shared_codebook = bool(shared_codebook)
         self.quantize_dropout = require_range("quantize_dropout", quantize_dropout, 0.0, 1.0)
+        options = inner_options("rvq", quantizer_options, flat_options)
         count = 1 if self.shared_codebook else num_quantizers
         self.levels = nn.ModuleList(
             build_single(quantizer, dim, "rvq's inner", options) for _ in range(count)
