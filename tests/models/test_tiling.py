@@ -47,18 +47,41 @@ def test_images_up_to_the_tile_size_take_the_untiled_path_bit_for_bit():
 
 
 def test_tiled_coding_reproduces_the_untiled_tokens_and_pixels():
+    from vtok.models.tiling import decode_tiled, encode_tiled
+
     torch.manual_seed(0)
     model = create_tokenizer("test-conv2d")
     model.train()(_images(2, 64, 64))  # seed the codebook from data, as training does
     model.eval()
     x = _images(2, 61, 94, seed=1)  # not a multiple of the grid: padded, then cropped
     indices, pixels = _untiled(model, x)
-    model.tile_size = 32  # 16x16 grid cells per tile (x2 grid): 2x3 tiles
+    padded = torch.nn.functional.pad(x, (0, 0, 0, 1), mode="replicate") * 2 - 1
+    with torch.no_grad():  # 16x16-cell tiles (2x3 of them), statistics of the whole map
+        z = encode_tiled(model.encoder, padded, 2, 16, model._halo(), budget=10**6)
+        tiled = model.quantizer(z.permute(0, 2, 3, 1)).indices
+        assert torch.equal(tiled, indices)
+        z_q = model.quantizer.decode(tiled).permute(0, 3, 1, 2)
+        out = decode_tiled(model.decoder, z_q, 2, 16, model._halo(), 4, budget=10**6)
+    out = ((out + 1) / 2)[..., :61, :94].clamp(0, 1)
+    assert (out - pixels).abs().max() < 1e-4
+
+
+def test_large_images_are_tiled_with_statistics_from_a_sample():
+    torch.manual_seed(0)
+    model = create_tokenizer("test-conv2d")
+    x = _images(1, 96, 128, seed=3)
+    calls = []
+    model.decoder.register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape[-2:])))
+    model.tile_size, model.stats_pixels = 32, 128 * 128  # whole image fits the sample
+    model.decode(model.encode(x))
+    assert calls == [(96, 128)]  # coded whole: the sample would have held all of it
+    calls.clear()
+    model.stats_pixels = 48 * 48
     tokens = model.encode(x)
-    assert torch.equal(tokens.indices, indices)
-    tiled = model.decode(tokens)
-    assert tiled.shape == x.shape
-    assert (tiled - pixels).abs().max() < 1e-4
+    assert tokens.indices.shape == (1, 48, 64)
+    y = model.decode(tokens)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert len(calls) == 1 + 3 * 4 and max(max(c) for c in calls) < 128  # sample, 3x4 tiles
 
 
 def test_tile_local_groupnorm_statistics_would_shift_the_result():
@@ -79,14 +102,3 @@ def test_tile_local_groupnorm_statistics_would_shift_the_result():
                            for r in range(0, 32, 16)], -2)
     assert ((shared + 1) / 2).clamp(0, 1).sub(pixels).abs().max() < 1e-4
     assert ((local + 1) / 2).clamp(0, 1).sub(pixels).abs().max() > 1e-2
-
-
-def test_tiles_share_estimated_statistics_when_the_image_exceeds_the_sample():
-    torch.manual_seed(0)
-    model = create_tokenizer("test-conv2d")
-    model.tile_size, model.stats_pixels = 32, 48 * 48
-    x = _images(1, 96, 128, seed=3)
-    tokens = model.encode(x)
-    assert tokens.indices.shape == (1, 48, 64)
-    y = model.decode(tokens)
-    assert y.shape == x.shape and torch.isfinite(y).all()

@@ -86,11 +86,12 @@ class TokenizerConfig:
 class Tokenizer(nn.Module):
     """Base class: an encoder to latents, a quantizer, a decoder back to pixels.
 
-    `tile_size` (pixels, default 1024): `encode`/`decode` of a conv tokenizer process larger
-    images in overlapping tiles of at most this size a side, which bounds their memory;
-    smaller images take the untiled path. `stats_pixels` (default 2**21): the most pixels
-    over which a tiled run measures its GroupNorm statistics at once. Neither is part of the
-    config or the tokenizer id: set them on a loaded tokenizer (`tok.tile_size = 512`).
+    `tile_size` (pixels, default 1024) and `stats_pixels` (default 2**21): `encode`/`decode`
+    of a conv tokenizer process an image with a side over `tile_size` and more than
+    `stats_pixels` pixels in overlapping tiles of at most `tile_size` a side, which bounds
+    their memory; `stats_pixels` is also how much of it the shared GroupNorm statistics are
+    measured on. Other images take the untiled path. Neither is part of the config or the
+    tokenizer id: set them on a loaded tokenizer (`tok.tile_size = 512`).
     """
 
     architecture: ClassVar[str]

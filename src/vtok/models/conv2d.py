@@ -92,11 +92,12 @@ def _middle(ch: int, attention: bool) -> list[nn.Module]:
 class ConvTokenizer(Tokenizer):
     """Images of any size -> `[B, H/f, W/f]` token grid (padded to a multiple of f).
 
-    `encode` and `decode` work on tiles of at most `tile_size` pixels a side (see
-    `Tokenizer.tile_size`) with a halo as wide as the decoder's receptive field; GroupNorm
-    statistics are measured once over windows covering at most `stats_pixels` of the image
-    (the whole image when it fits: then tiles give the untiled result up to rounding) and
-    shared by every tile, so no tile's colours drift and no seam shows.
+    `encode` and `decode` of a large image work on tiles of at most `tile_size` pixels a side
+    (see `Tokenizer.tile_size`) with a halo as wide as the decoder's receptive field.
+    GroupNorm statistics are measured once over windows covering `stats_pixels` of the image
+    and shared by every tile, so no tile's colours drift and no seam shows; they are an
+    estimate (the untiled path uses the whole image's), so tokens and pixels differ from an
+    untiled run.
     """
 
     architecture = "conv2d"
@@ -110,7 +111,7 @@ class ConvTokenizer(Tokenizer):
     def _quantize(self, images: Tensor, tiled: bool = False):
         x = pad_to_multiple(images, self.config.downsample) * 2 - 1
         f, cells = self.config.downsample, self._tile_cells()
-        if tiled and max(x.shape[-2:]) > cells * f:
+        if tiled and self._tiles_pay(x.shape[-2] // f, x.shape[-1] // f):
             z = encode_tiled(self.encoder, x, f, cells, self._halo(), self._sample_cells())
         else:
             z = self.encoder(x)
@@ -119,12 +120,17 @@ class ConvTokenizer(Tokenizer):
     def _to_pixels(self, z_q: Tensor, size: tuple[int, int], tiled: bool = False) -> Tensor:
         z = z_q.permute(0, 3, 1, 2)
         f, cells = self.config.downsample, self._tile_cells()
-        if tiled and max(z.shape[-2:]) > cells:
+        if tiled and self._tiles_pay(*z.shape[-2:]):
             out = decode_tiled(self.decoder, z, f, cells, self._halo(), FADE_CELLS * f,
                                self._sample_cells())
         else:
             out = self.decoder(z)
         return ((out + 1) / 2)[..., : size[0], : size[1]]
+
+    def _tiles_pay(self, h: int, w: int) -> bool:
+        """Tile a grid of h x w cells? Only when a side exceeds the tile size and the grid is
+        larger than the statistics sample (which would hold, and compute, all of it)."""
+        return max(h, w) > self._tile_cells() and h * w > self._sample_cells()
 
     def _tile_cells(self) -> int:
         return max(1, self.tile_size // self.config.downsample)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 
 def spans(length: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
@@ -49,7 +51,9 @@ def _over_tiles(net: nn.Module, x: Tensor, scale: int, grid: tuple[int, int], ti
     with SharedGroupNorm(net) as norms:
         norms.measure(net, batch, cores, windows[0][2:])
         del batch
-        for row, col in tiles(grid, tile, halo):
+        todo = list(tiles(grid, tile, halo))
+        for row, col in tqdm(todo, desc="tiles", unit="tile", leave=False,
+                             disable=len(todo) < 4 or not sys.stderr.isatty()):
             (_, _, lo, hi), (_, _, lo2, hi2) = row, col
             yield row, col, net(x[..., lo * scale : hi * scale, lo2 * scale : hi2 * scale])
 
