@@ -174,3 +174,44 @@ def test_encode_refuses_clashing_outputs_and_bad_requests(tokenizers, images, ca
     assert main(["encode", clash[0], "-t", conv, "-o", str(images / "n.vtok"),
                  "--target-lpips", "0.2"]) == 2
     assert "--target-lpips needs a variable-length one" in capsys.readouterr().err
+
+
+def _three_images(tokenizers, images):
+    conv = str(tokenizers / "test-conv2d")
+    target = images / "three.vtok"
+    paths = [str(images / n) for n in ("a.png", "b.png", "a.png")]
+    assert main(["encode", *paths, "-t", conv, "-o", str(target)]) == 0
+    return conv, target
+
+
+def test_decode_writes_the_images_before_a_bad_one_and_names_it(tokenizers, images, capsys):
+    conv, target = _three_images(tokenizers, images)
+    _rewrite(target, lambda f: setattr(f.images[1], "payload", b""))
+    capsys.readouterr()
+    assert main(["decode", str(target), "-o", str(images / "d"), "-t", conv]) == 1
+    assert "three.vtok: image 1: " in capsys.readouterr().err
+    assert sorted(p.name for p in (images / "d").iterdir()) == ["three-0.png"]
+
+
+def test_decode_checks_every_output_and_the_limits_before_decoding(tokenizers, images, capsys,
+                                                                    monkeypatch):
+    from vtok.cli import decode_cmd
+
+    conv, target = _three_images(tokenizers, images)
+    (images / "d").mkdir()
+    (images / "d" / "three-2.png").write_bytes(b"keep")
+    assert main(["decode", str(target), "-o", str(images / "d"), "-t", conv]) == 1
+    assert "three-2.png exists (use --force" in capsys.readouterr().err
+    assert sorted(p.name for p in (images / "d").iterdir()) == ["three-2.png"]
+    monkeypatch.setattr(decode_cmd, "MAX_IMAGES", 2)
+    assert main(["decode", str(target), "-o", str(images / "e"), "-t", conv]) == 1
+    assert "holds 3 images; vtok decode decodes at most 2" in capsys.readouterr().err
+    monkeypatch.setattr(decode_cmd, "MAX_IMAGES", 1024)
+    monkeypatch.setattr(decode_cmd, "MAX_TOTAL_PIXELS", 37 * 45 * 2)
+    assert main(["decode", str(target), "-o", str(images / "e"), "-t", conv]) == 1
+    assert "pixels in all" in capsys.readouterr().err
+    assert not (images / "e").exists()
+    monkeypatch.setattr(decode_cmd, "MAX_TOTAL_PIXELS", 1 << 28)
+    assert main(["decode", str(target), "-o", str(images / "d"), "-t", conv, "--force"]) == 0
+    assert sorted(p.name for p in (images / "d").iterdir()) == [
+        "three-0.png", "three-1.png", "three-2.png"]

@@ -4,6 +4,12 @@ The tokenizer is found among the shipped ones by the id stored in the file, or g
 (refused if its id differs). An OUT ending in an image suffix (.png, .jpg, .webp, ...) is the
 image file for a one-image .vtok; any other OUT is a folder that receives NAME.png, or
 NAME-0.png, NAME-1.png, ... for a file holding several images.
+
+Every image is written (atomically) as soon as it is decoded, so memory holds one decoded
+image at a time. Before anything is decoded, the file is refused if it holds more than
+MAX_IMAGES images, more than MAX_TOTAL_PIXELS pixels in all, or an image the tokenizer could
+not have made (each image at most `MAX_DECODE_PIXELS` of models/base.py), and without --force
+if any output exists. A failure in image i leaves images 0..i-1 written and exits 1.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import sys
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+MAX_IMAGES = 1024  # images decoded from one file
+MAX_TOTAL_PIXELS = 1 << 28  # pixels decoded from one file, all images together (16 x 4096^2)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +45,38 @@ def _tokenizer(name: str | None, tokenizer_id: str):
     return found[1], tokenizer_dir(found[0])
 
 
+def _check_file(vfile, tok) -> None:
+    """Refuse, before any decoding, what this command will not decode (ValueError)."""
+    count = len(vfile.images)
+    if count > MAX_IMAGES:
+        raise ValueError(f"holds {count} images; vtok decode decodes at most {MAX_IMAGES} "
+                         f"per file")
+    total = sum(image.image_size[0] * image.image_size[1] for image in vfile.images)
+    if total > MAX_TOTAL_PIXELS:
+        raise ValueError(f"declares {total} pixels in all; vtok decode decodes at most "
+                         f"{MAX_TOTAL_PIXELS} per file")
+    for i, image in enumerate(vfile.images):
+        try:
+            tok.check_tokens(image.image_size, image.token_shape, vfile.depth,
+                             vfile.codebook_size)
+        except ValueError as err:
+            raise ValueError(f"image {i}: {err}") from None
+
+
+def _outputs(args: argparse.Namespace, count: int) -> list[Path]:
+    if args.out.suffix.lower() in IMAGE_SUFFIXES:
+        if count > 1:
+            raise ValueError(f"holds {count} images; give a folder as -o")
+        return [args.out]
+    if count == 1:
+        return [args.out / f"{args.input.stem}.png"]
+    return [args.out / f"{args.input.stem}-{i}.png" for i in range(count)]
+
+
 def run(args: argparse.Namespace) -> int:
-    from vtok.codec import VtokFormatError, from_vtok, read_vtok
+    from tqdm import tqdm
+
+    from vtok.codec import VtokFile, VtokFormatError, from_vtok, read_vtok
     from vtok.codec.tokens_file import make_coder
     from vtok.eval.codecs import to_pil
     from vtok.files import atomic_write
@@ -53,33 +91,37 @@ def run(args: argparse.Namespace) -> int:
         if tok.tokenizer_id != vfile.tokenizer_id:  # before looking for its prior
             raise ValueError(f"these tokens were made by tokenizer {vfile.tokenizer_id}; "
                              f"the tokenizer given is {tok.tokenizer_id}")
-        tokens = from_vtok(vfile, make_coder(vfile.coding, tok, directory), tok)
-        images = [to_pil(tok.decode(t)[0]) for t in tokens]
-    except (ValueError, RuntimeError) as err:
+        _check_file(vfile, tok)
+        outputs = _outputs(args, len(vfile.images))
+        coder = make_coder(vfile.coding, tok, directory)
+    except ValueError as err:
         print(f"vtok decode: {args.input}: {err}", file=sys.stderr)
         return 1
-    if args.out.suffix.lower() in IMAGE_SUFFIXES:
-        if len(tokens) > 1:
-            print(f"vtok decode: {args.input} holds {len(tokens)} images; give a folder as -o",
-                  file=sys.stderr)
-            return 1
-        outputs = [args.out]
-    elif len(tokens) == 1:
-        outputs = [args.out / f"{args.input.stem}.png"]
-    else:
-        outputs = [args.out / f"{args.input.stem}-{i}.png" for i in range(len(tokens))]
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.force:
         print(f"vtok decode: {', '.join(existing)} exists (use --force to overwrite)",
               file=sys.stderr)
         return 1
-    for image, out in zip(images, outputs):
+    bar = tqdm(total=len(outputs), desc="decode", unit="img",
+               disable=len(outputs) < 2 or not sys.stderr.isatty())
+    for i, (image, out) in enumerate(zip(vfile.images, outputs)):
+        one = VtokFile(vfile.tokenizer_id, vfile.codebook_size, vfile.coding, vfile.depth,
+                       [image])
+        try:
+            (tokens,) = from_vtok(one, coder, tok)
+            pil = to_pil(tok.decode(tokens)[0])
+        except (ValueError, RuntimeError) as err:
+            print(f"vtok decode: {args.input}: image {i}: {err}", file=sys.stderr)
+            return 1
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(out, lambda tmp, im=image: im.save(tmp))
+            atomic_write(out, lambda tmp, im=pil: im.save(tmp))
         except (OSError, ValueError) as err:
             print(f"vtok decode: cannot write {out} ({err})", file=sys.stderr)
             return 1
-    print(f"decoded {len(tokens)} image(s) from {args.input}"
+        del pil
+        bar.update()
+    bar.close()
+    print(f"decoded {len(outputs)} image(s) from {args.input}"
           + (f" to {outputs[0]}" if len(outputs) == 1 else f" into {args.out}"))
     return 0

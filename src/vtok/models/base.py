@@ -30,6 +30,8 @@ ARCHITECTURES: Registry[type[Tokenizer]] = Registry("tokenizer architecture")
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes; refuse megabytes unread
 MAX_DECODE_PIXELS = 1 << 24  # 16.7 megapixels: larger images are not decoded (split them)
+DEFAULT_TILE_SIZE = 1024  # pixels a side: larger images are coded in tiles
+DEFAULT_STATS_PIXELS = 1 << 21  # pixels a tiled run measures GroupNorm statistics over at once
 
 
 @dataclass
@@ -96,7 +98,15 @@ class TokenizerConfig:
 
 
 class Tokenizer(nn.Module):
-    """Base class: an encoder to latents, a quantizer, a decoder back to pixels."""
+    """Base class: an encoder to latents, a quantizer, a decoder back to pixels.
+
+    `tile_size` (pixels, default 1024) and `stats_pixels` (default 2**21): `encode`/`decode`
+    of a conv tokenizer process an image with a side over `tile_size` and more than
+    `stats_pixels` pixels in overlapping tiles of at most `tile_size` a side, which bounds
+    their memory; `stats_pixels` is also how much of it the shared GroupNorm statistics are
+    measured on. Other images take the untiled path. Neither is part of the config or the
+    tokenizer id: set them on a loaded tokenizer (`tok.tile_size = 512`).
+    """
 
     architecture: ClassVar[str]
     config_class: ClassVar[type[TokenizerConfig]]
@@ -110,6 +120,8 @@ class Tokenizer(nn.Module):
         self.quantizer: Quantizer = create_quantizer(
             config.quantizer, dim=config.latent_dim, **config.quantizer_options)
         self._id: str | None = None
+        self.tile_size = DEFAULT_TILE_SIZE
+        self.stats_pixels = DEFAULT_STATS_PIXELS
 
     # -- what subclasses provide ---------------------------------------------------------
     def forward(self, images: Tensor) -> dict[str, Any]:  # pragma: no cover

@@ -18,7 +18,10 @@ from vtok.models.base import (
     pad_to_multiple,
 )
 from vtok.models.limits import resblock_parameters
+from vtok.models.tiling import decode_tiled, encode_tiled
 from vtok.nn import AttentionBlock2d, Downsample, ResBlock, Upsample, group_norm
+
+FADE_CELLS = 2  # decoded tiles cross-fade over 2 grid cells either side of a tile edge
 
 
 @dataclass
@@ -109,7 +112,15 @@ def _middle(ch: int, attention: bool) -> list[nn.Module]:
 
 @ARCHITECTURES.register("conv2d")
 class ConvTokenizer(Tokenizer):
-    """Images of any size -> `[B, H/f, W/f]` token grid (padded to a multiple of f)."""
+    """Images of any size -> `[B, H/f, W/f]` token grid (padded to a multiple of f).
+
+    `encode` and `decode` of a large image work on tiles of at most `tile_size` pixels a side
+    (see `Tokenizer.tile_size`) with a halo as wide as the decoder's receptive field.
+    GroupNorm statistics are measured once over windows covering `stats_pixels` of the image
+    and shared by every tile, so no tile's colours drift and no seam shows; they are an
+    estimate (the untiled path uses the whole image's), so tokens and pixels differ from an
+    untiled run.
+    """
 
     architecture = "conv2d"
     config_class = ConvTokenizerConfig
@@ -119,13 +130,44 @@ class ConvTokenizer(Tokenizer):
         self.encoder = Encoder2d(config)
         self.decoder = Decoder2d(config)
 
-    def _quantize(self, images: Tensor):
-        z = self.encoder(pad_to_multiple(images, self.config.downsample) * 2 - 1)
+    def _quantize(self, images: Tensor, tiled: bool = False):
+        x = pad_to_multiple(images, self.config.downsample) * 2 - 1
+        f, cells = self.config.downsample, self._tile_cells()
+        if tiled and self._tiles_pay(x.shape[-2] // f, x.shape[-1] // f):
+            z = encode_tiled(self.encoder, x, f, cells, self._halo(), self._sample_cells())
+        else:
+            z = self.encoder(x)
         return self.quantizer(z.permute(0, 2, 3, 1))
 
-    def _to_pixels(self, z_q: Tensor, size: tuple[int, int]) -> Tensor:
-        out = (self.decoder(z_q.permute(0, 3, 1, 2)) + 1) / 2
-        return out[..., : size[0], : size[1]]
+    def _to_pixels(self, z_q: Tensor, size: tuple[int, int], tiled: bool = False) -> Tensor:
+        z = z_q.permute(0, 3, 1, 2)
+        f, cells = self.config.downsample, self._tile_cells()
+        if tiled and self._tiles_pay(*z.shape[-2:]):
+            out = decode_tiled(self.decoder, z, f, cells, self._halo(), FADE_CELLS * f,
+                               self._sample_cells())
+        else:
+            out = self.decoder(z)
+        return ((out + 1) / 2)[..., : size[0], : size[1]]
+
+    def _tiles_pay(self, h: int, w: int) -> bool:
+        """Tile a grid of h x w cells? Only when a side exceeds the tile size and the grid is
+        larger than the statistics sample (which would hold, and compute, all of it)."""
+        return max(h, w) > self._tile_cells() and h * w > self._sample_cells()
+
+    def _tile_cells(self) -> int:
+        return max(1, self.tile_size // self.config.downsample)
+
+    def _sample_cells(self) -> int:
+        return max(1, self.stats_pixels // self.config.downsample**2)
+
+    def _halo(self) -> int:
+        """Grid cells of context each tile needs: the decoder's receptive field radius (the
+        wider of the two) plus the cross-fade."""
+        c, f = self.config, self.config.downsample
+        radius = f * 5  # decoder input conv, then 4 convs in the middle blocks
+        for i in range(len(c.channel_mult)):  # each stage at 2**i pixels per cell
+            radius += 2 * (c.num_res_blocks + 1) * 2**i + (2 ** (i - 1) if i else 1)
+        return -(-radius // f) + FADE_CELLS
 
     def forward(self, images: Tensor) -> dict[str, Any]:
         out = self._quantize(images)
@@ -150,7 +192,7 @@ class ConvTokenizer(Tokenizer):
                              f"{shape} with this tokenizer, not {token_shape}")
 
     def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:
-        out = self._quantize(images)
+        out = self._quantize(images, tiled=True)
         shape = tuple(out.indices.shape[1:])  # (h, w), or (T,) for multi-scale quantizers
         if self.quantizer.num_codebooks > 1:
             shape = shape[:-1]
@@ -161,4 +203,5 @@ class ConvTokenizer(Tokenizer):
         return Tokens(out.indices, shape, tuple(images.shape[-2:]), self.tokenizer_id, count)
 
     def _decode(self, tokens: Tokens) -> Tensor:
-        return self._to_pixels(self.quantizer.decode(tokens.indices), tokens.image_size)
+        return self._to_pixels(self.quantizer.decode(tokens.indices), tokens.image_size,
+                               tiled=True)
