@@ -70,10 +70,37 @@ def test_one_file_for_several_images_and_no_overwrite_without_force(tokenizers, 
     assert main(["decode", str(target), "-o", str(images / "d"), "-t", tok_dir]) == 0
     assert main(["encode", *both, "-t", tok_dir, "-o", str(target), "--force"]) == 0
     assert main(["decode", str(target), "-o", str(images / "d"), "-t", tok_dir]) == 0
-    assert sorted(p.name for p in (images / "d").iterdir()) == [
-        "both-0.png", "both-1.png", "both.png"]
+    assert [im.name for im in read_vtok(target).images] == ["a", "b"]
+    assert sorted(p.name for p in (images / "d").iterdir()) == ["a.png", "b.png", "both.png"]
     assert main(["decode", str(target), "-o", str(images / "two.png"), "-t", tok_dir]) == 1
     assert "holds 2 images; give a folder" in capsys.readouterr().err
+
+
+def test_encode_takes_folders_recursively_and_mirrors_them(tokenizers, images, capsys):
+    import shutil
+
+    tok_dir = str(tokenizers / "test-conv2d")
+    tree = images / "tree"
+    (tree / "x" / "y").mkdir(parents=True)
+    shutil.copy(images / "a.png", tree / "a.png")
+    shutil.copy(images / "b.png", tree / "x" / "y" / "a.png")  # same stem, another folder
+    (tree / "notes.txt").write_text("not an image")
+    assert main(["encode", str(tree), "-t", tok_dir, "-o", str(images / "out")]) == 0
+    assert sorted(str(p.relative_to(images / "out")) for p in (images / "out").rglob("*.vtok")
+                  ) == ["a.vtok", "x/y/a.vtok"]
+    (images / "empty").mkdir()
+    assert main(["encode", str(images / "empty"), "-t", tok_dir, "-o", str(images / "o2")]) == 2
+    assert "empty: no images in this folder" in capsys.readouterr().err
+
+
+def test_image_names_are_made_valid():
+    from vtok.codec.container import MAX_NAME, image_name
+
+    assert image_name("holiday photo") == "holiday photo"
+    assert image_name("a\\b\tc") == "a_b_c"
+    assert image_name("..") == "_"
+    assert len(image_name("ü" * 300).encode()) <= MAX_NAME
+    assert image_name("bad\udcff") == "bad?"
 
 
 def test_decode_refuses_another_tokenizer_and_corrupt_files(tokenizers, images, capsys):
@@ -190,7 +217,7 @@ def test_decode_writes_the_images_before_a_bad_one_and_names_it(tokenizers, imag
     capsys.readouterr()
     assert main(["decode", str(target), "-o", str(images / "d"), "-t", conv]) == 1
     assert "three.vtok: image 1: " in capsys.readouterr().err
-    assert sorted(p.name for p in (images / "d").iterdir()) == ["three-0.png"]
+    assert sorted(p.name for p in (images / "d").iterdir()) == ["a.png"]
 
 
 def test_decode_checks_every_output_and_the_limits_before_decoding(tokenizers, images, capsys,
@@ -203,15 +230,18 @@ def test_decode_checks_every_output_and_the_limits_before_decoding(tokenizers, i
     assert main(["decode", str(target), "-o", str(images / "d"), "-t", conv]) == 1
     assert "three-2.png exists (use --force" in capsys.readouterr().err
     assert sorted(p.name for p in (images / "d").iterdir()) == ["three-2.png"]
-    monkeypatch.setattr(decode_cmd, "MAX_IMAGES", 2)
+    from vtok.codec import container
+
+    monkeypatch.setattr(container, "MAX_IMAGES", 2)
     assert main(["decode", str(target), "-o", str(images / "e"), "-t", conv]) == 1
-    assert "holds 3 images; vtok decode decodes at most 2" in capsys.readouterr().err
-    monkeypatch.setattr(decode_cmd, "MAX_IMAGES", 1024)
+    assert "image count 3 does not fit" in capsys.readouterr().err
+    monkeypatch.setattr(container, "MAX_IMAGES", 1024)
     monkeypatch.setattr(decode_cmd, "MAX_TOTAL_PIXELS", 37 * 45 * 2)
     assert main(["decode", str(target), "-o", str(images / "e"), "-t", conv]) == 1
     assert "pixels in all" in capsys.readouterr().err
     assert not (images / "e").exists()
     monkeypatch.setattr(decode_cmd, "MAX_TOTAL_PIXELS", 1 << 28)
     assert main(["decode", str(target), "-o", str(images / "d"), "-t", conv, "--force"]) == 0
+    # stored names: a, b, then a again, which falls back to the file's stem and index
     assert sorted(p.name for p in (images / "d").iterdir()) == [
-        "three-0.png", "three-1.png", "three-2.png"]
+        "a.png", "b.png", "three-2.png"]

@@ -2,24 +2,26 @@
 
 The tokenizer is found among the shipped ones by the id stored in the file, or given with -t
 (refused if its id differs). An OUT ending in an image suffix (.png, .jpg, .webp, ...) is the
-image file for a one-image .vtok; any other OUT is a folder that receives NAME.png, or
-NAME-0.png, NAME-1.png, ... for a file holding several images.
+image file for a one-image .vtok; any other OUT is a folder that receives IN.png for one
+image, or for several each image's stored name (the stem of the file it was encoded from) as
+NAME.png; an image without a name, or whose name another image already took, is IN-i.png.
 
 Every image is written (atomically) as soon as it is decoded, so memory holds one decoded
 image at a time. Before anything is decoded, the file is refused if it holds more than
-MAX_IMAGES images, more than MAX_TOTAL_PIXELS pixels in all, or an image the tokenizer could
-not have made (each image at most `MAX_DECODE_PIXELS` of models/base.py), and without --force
-if any output exists. A failure in image i leaves images 0..i-1 written and exits 1.
+MAX_IMAGES images (the container's limit), more than MAX_TOTAL_PIXELS pixels in all, or an
+image the tokenizer could not have made (each image at most `MAX_DECODE_PIXELS` of
+models/base.py), and without --force if any output exists. A failure in image i leaves
+images 0..i-1 written and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-MAX_IMAGES = 1024  # images decoded from one file
 MAX_TOTAL_PIXELS = 1 << 28  # pixels decoded from one file, all images together (16 x 4096^2)
 
 
@@ -47,10 +49,6 @@ def _tokenizer(name: str | None, tokenizer_id: str):
 
 def _check_file(vfile, tok) -> None:
     """Refuse, before any decoding, what this command will not decode (ValueError)."""
-    count = len(vfile.images)
-    if count > MAX_IMAGES:
-        raise ValueError(f"holds {count} images; vtok decode decodes at most {MAX_IMAGES} "
-                         f"per file")
     total = sum(image.image_size[0] * image.image_size[1] for image in vfile.images)
     if total > MAX_TOTAL_PIXELS:
         raise ValueError(f"declares {total} pixels in all; vtok decode decodes at most "
@@ -63,20 +61,26 @@ def _check_file(vfile, tok) -> None:
             raise ValueError(f"image {i}: {err}") from None
 
 
-def _outputs(args: argparse.Namespace, count: int) -> list[Path]:
+def _outputs(args: argparse.Namespace, names: list[str]) -> list[Path]:
     if args.out.suffix.lower() in IMAGE_SUFFIXES:
-        if count > 1:
-            raise ValueError(f"holds {count} images; give a folder as -o")
+        if len(names) > 1:
+            raise ValueError(f"holds {len(names)} images; give a folder as -o")
         return [args.out]
-    if count == 1:
+    if len(names) == 1:
         return [args.out / f"{args.input.stem}.png"]
-    return [args.out / f"{args.input.stem}-{i}.png" for i in range(count)]
+    taken: set[str] = set()
+    outputs = []
+    for i, name in enumerate(names):
+        stem = name if name and name not in taken else f"{args.input.stem}-{i}"
+        taken.add(stem)
+        outputs.append(args.out / f"{stem}.png")
+    return outputs
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vtok.codec import VtokFile, VtokFormatError, from_vtok, read_vtok
+    from vtok.codec import VtokFormatError, from_vtok, read_vtok
     from vtok.codec.tokens_file import make_coder
     from vtok.eval.codecs import to_pil
     from vtok.files import atomic_write
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"these tokens were made by tokenizer {vfile.tokenizer_id}; "
                              f"the tokenizer given is {tok.tokenizer_id}")
         _check_file(vfile, tok)
-        outputs = _outputs(args, len(vfile.images))
+        outputs = _outputs(args, [image.name for image in vfile.images])
         coder = make_coder(vfile.coding, tok, directory)
     except ValueError as err:
         print(f"vtok decode: {args.input}: {err}", file=sys.stderr)
@@ -105,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(outputs), desc="decode", unit="img",
                disable=len(outputs) < 2 or not sys.stderr.isatty())
     for i, (image, out) in enumerate(zip(vfile.images, outputs)):
-        one = VtokFile(vfile.tokenizer_id, vfile.codebook_size, vfile.coding, vfile.depth,
-                       [image])
+        one = dataclasses.replace(vfile, images=[image])
         try:
             (tokens,) = from_vtok(one, coder, tok)
             pil = to_pil(tok.decode(tokens)[0])

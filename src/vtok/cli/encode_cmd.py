@@ -1,8 +1,10 @@
 """Encode images into .vtok token files with a tokenizer.
 
-An OUT ending in .vtok receives every input image in one file; any other OUT is a folder that
-receives NAME.vtok per input. Unreadable inputs are skipped and named; the others are still
-written, and the exit code is then 1.
+Inputs are image files or folders (searched recursively for images). An OUT ending in .vtok
+receives every input image in one file (each under its file's stem as its name); any other OUT
+is a folder that receives NAME.vtok per input, in the same subfolders as below an input
+folder. Unreadable inputs are skipped and named; the others are still written, and the exit
+code is then 1.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="IN",
+                        help="image files or folders (recursive)")
     parser.add_argument("-t", "--tokenizer", required=True,
                         help="shipped tokenizer name or tokenizer folder")
     parser.add_argument("-o", "--out", required=True, type=Path, help="output file or folder")
@@ -29,20 +32,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _smallest(entries: list, codebook_size: int, coders: list):
-    """The .vtok file of `entries` ((tokens, has_alpha) pairs) under the coder that gives
-    the fewest bytes."""
+    """The .vtok file of `entries` ((tokens, has_alpha, name) triples) under the coder that
+    gives the fewest bytes."""
     from vtok.codec import to_vtok
 
-    files = [to_vtok([t for t, _ in entries], codebook_size, c, [a for _, a in entries])
-             for c in coders]
+    files = [to_vtok([e[0] for e in entries], codebook_size, c, [e[1] for e in entries],
+                     [e[2] for e in entries]) for c in coders]
     return min(files, key=lambda f: len(f.to_bytes()))
 
 
-def _outputs(args: argparse.Namespace) -> tuple[bool, list[Path]]:
+def _expand(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(image path, its path relative to the output folder) for every input; folders are
+    searched recursively (ValueError for a folder with no images)."""
+    from vtok.data.images import find_images
+
+    found = []
+    for path in inputs:
+        if path.is_dir():
+            images = find_images(path)
+            if not images:
+                raise ValueError(f"{path}: no images in this folder")
+            found += [(p, p.relative_to(path)) for p in images]
+        else:
+            found.append((path, Path(path.name)))
+    return found
+
+
+def _outputs(args: argparse.Namespace, found: list[tuple[Path, Path]]) -> tuple[bool, list[Path]]:
     """(one shared file?, output path per input)."""
     if args.out.suffix == ".vtok" and not args.out.is_dir():
-        return True, [args.out] * len(args.inputs)
-    return False, [args.out / f"{path.stem}.vtok" for path in args.inputs]
+        return True, [args.out] * len(found)
+    return False, [args.out / rel.with_suffix(".vtok") for _, rel in found]
 
 
 def _check_request(args: argparse.Namespace, tok) -> None:
@@ -64,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vtok.codec import write_vtok
+    from vtok.codec.container import image_name
     from vtok.codec.select import tokens_for_bpp, tokens_for_count, tokens_for_lpips
     from vtok.codec.tokens_file import has_prior, make_coder
     from vtok.data.images import load_image
@@ -80,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         # sequence can cost more under the prior than packed raw)
         coders = [coder] if args.coding or coding == "raw" else [
             coder, make_coder("raw", tok, directory)]
+        found = _expand(args.inputs)
     except ValueError as err:
         print(f"vtok encode: {err}", file=sys.stderr)
         return 2
@@ -88,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         from vtok.losses import LPIPS
 
         lpips = LPIPS("alex")
-    shared, outputs = _outputs(args)
+    shared, outputs = _outputs(args, found)
     if not shared and len(set(outputs)) < len(outputs):
         clash = sorted({str(p) for p in outputs if outputs.count(p) > 1})
         print(f"vtok encode: several inputs would write {', '.join(clash)}; encode them into "
@@ -101,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
     bad, done, kept, notes = [], [], [], []
-    bar = tqdm(args.inputs, desc="encode", unit="img", disable=len(args.inputs) < 2)
+    paths = [path for path, _ in found]
+    bar = tqdm(paths, desc="encode", unit="img", disable=len(paths) < 2)
     for path, out in zip(bar, outputs):
         try:
             decoded = load_image(path)
@@ -112,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                 tokens = tokens_for_lpips(tok, image, args.target_lpips, lpips)
             else:
                 tokens = tokens_for_count(tok, image, args.num_tokens)
-            entry = (tokens, decoded.alpha)
+            entry = (tokens, decoded.alpha, image_name(path.stem))
             if not shared:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 write_vtok(out, _smallest([entry], tok.codebook_size, coders), force=True)
@@ -131,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as err:
             print(f"vtok encode: cannot write {outputs[0]} ({err})", file=sys.stderr)
             return 1
-    print(f"encoded {len(done) if not shared else len(kept)} of {len(args.inputs)} images "
+    print(f"encoded {len(done) if not shared else len(kept)} of {len(paths)} images "
           f"into {len(done)} file(s)"
           + (f": {done[0]}" if len(done) == 1 else f" in {args.out}" if done else ""))
     for message in notes:

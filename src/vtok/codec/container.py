@@ -48,7 +48,7 @@ CODINGS = ("raw", "entropy")
 MAX_SIDE = 1 << 16  # pixels per image side
 MAX_TOKENS = 1 << 20  # tokens x indices per token, per image
 MAX_DEPTH = 64  # indices per token
-MAX_IMAGES = 4096  # images per file
+MAX_IMAGES = 1024  # images per file
 MAX_FRAMES = 1 << 16  # frames per clip
 MAX_NAME = 255  # bytes of an image's name
 NO_PRIOR = "0" * 16
@@ -186,6 +186,17 @@ def _check_time(frames: int, fps: tuple[int, int]) -> None:
         raise ValueError(f"frame rate must be a fraction n/d with d >= 1, got {fps}")
     if frames > 1 and fps[0] == 0:
         raise ValueError(f"a clip of {frames} frames needs a frame rate above 0")
+
+
+def image_name(text: str) -> str:
+    """`text` (a file stem, say) made a valid image name: path separators and control
+    characters become '_', and it is cut to at most MAX_NAME bytes of UTF-8."""
+    name = "".join("_" if ch in "/\\" or ord(ch) < 32 or ord(ch) == 127 else ch
+                   for ch in text)
+    name = name.encode("utf-8", "replace").decode("utf-8", "replace")
+    while len(name.encode("utf-8")) > MAX_NAME:
+        name = name[:-1]
+    return "_" if name in (".", "..") else name
 
 
 def _check_name(name: str) -> bytes:
