@@ -60,10 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> tuple[list[str], list[float], dict[str, Any]]:
+    from vtok.eval.reduce_bench import parse_method
     from vtok.reduce import REDUCERS
     from vtok.reduce.adapter import check_options
     from vtok.reduce.base import check_keep
-    from vtok.reduce.bench import parse_method
 
     methods = list(dict.fromkeys(args.methods or REDUCERS.names()))
     for spec in methods:
@@ -90,7 +90,7 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[float], dict[str, 
 
 
 def _subject(args: argparse.Namespace, model_kwargs: dict[str, Any]):
-    from vtok.reduce.bench import timm_subject, titok_subject
+    from vtok.eval.reduce_bench import timm_subject, titok_subject
 
     if args.titok:
         return titok_subject(args.titok, args.image_size)
@@ -106,7 +106,7 @@ def _images(args: argparse.Namespace, subject) -> tuple[Any, Any]:
     import torch
 
     from vtok.data.datasets import center_crop
-    from vtok.reduce.fidelity import random_crops, read_photos
+    from vtok.eval.reduce_fidelity import random_crops, read_photos
 
     photos = read_photos(args.images, args.limit)
     size = subject.image_size
@@ -122,8 +122,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from vtok.eval import reduce_bench as bench
+    from vtok.eval import reduce_fidelity as fidelity
+    from vtok.eval import reduce_report as bench_report
     from vtok.files import atomic_write_text
-    from vtok.reduce import bench, bench_report, fidelity
     from vtok.reduce.adapter import check_layers
     from vtok.reduce.model_parts import find_parts
 

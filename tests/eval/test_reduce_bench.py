@@ -116,3 +116,15 @@ def test_bad_input_exits_2_and_names_it(tmp_path, capsys, extra, message):
     assert main(["reduce-bench", "--out", str(tmp_path), *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_the_reduction_core_imports_no_data_training_or_evaluation_code():
+    import subprocess
+    import sys
+
+    script = ("import sys, vtok.reduce\n"
+              "print(sorted(m for m in sys.modules if m.startswith(('vtok.data', 'vtok.train',"
+              " 'vtok.eval', 'vtok.losses', 'vtok.cli'))))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

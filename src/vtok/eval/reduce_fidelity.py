@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vtok.reduce.bench import Subject, Variant, reduced
+from vtok.eval.reduce_bench import Subject, Variant, reduced
 
 FIDELITY_COLUMNS = {"titok": ("psnr", "lpips_alex"),
                     "timm": ("agreement_center", "agreement_random")}
