@@ -43,3 +43,30 @@ def test_list_presets_and_pretrained(capsys):
     assert "conv2d-f8-cpu" in out and "titok-s-128" in out and "test-titok" in out
     assert main(["list", "pretrained"]) == 0
     assert "conv2d-f8      conv2d  1024 per 256x256 image (x8 grid)" in capsys.readouterr().out
+
+
+def test_commands_name_vtok_data_prepare_when_the_cache_is_empty(tmp_path, capsys,
+                                                                 no_fetching):
+    import numpy as np
+    from PIL import Image
+
+    from vtok.models import create_tokenizer
+
+    empty = tmp_path / "empty"
+    create_tokenizer("test-titok").save_pretrained(tmp_path / "titok")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    assert main(["encode", str(tmp_path / "a.png"), "-t", str(tmp_path / "titok"),
+                 "--target-lpips", "0.5", "-o", str(tmp_path / "a.vtok"),
+                 "--cache", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert f"vtok encode: LPIPS weights not found in {empty / 'weights'}" in err
+    assert f"run `vtok data prepare --lpips --cache {empty}`" in err
+    assert main(["train", "--preset", "test-conv2d", "--steps", "1", "--lpips-weight", "0",
+                 "--out", str(tmp_path / "run"), "--cache", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert f"vtok train: default photos not found in {empty / 'photos' / 'train'}" in err
+    assert f"run `vtok data prepare --photos --cache {empty}`" in err
+    assert main(["train", "--preset", "test-conv2d", "--steps", "1", "--data", str(tmp_path),
+                 "--out", str(tmp_path / "run2"), "--cache", str(empty)]) == 1
+    assert "vtok train: LPIPS weights not found" in capsys.readouterr().err
+    assert not empty.exists()

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vtok.cli.options import add_cache_option
+
 DEFAULT_KEEPS = (0.5, 0.25, 0.1)
 NO_FIDELITY = ("fidelity needs a trained model (--titok or --classifier); random-weight models "
                "give speed only")
@@ -52,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, metavar="DIR",
                         help="photos for fidelity (default: the default photos' val split)")
     parser.add_argument("--limit", type=int, help="use at most this many photos")
+    add_cache_option(parser)
     parser.add_argument("--random-crops", type=int, default=4, metavar="N",
                         help="random crops per photo for classifier agreement")
     parser.add_argument("--out", type=Path, default=Path("reduce-bench"), metavar="DIR")
@@ -108,9 +111,12 @@ def _images(args: argparse.Namespace, subject) -> tuple[Any, Any]:
     from vtok.data.datasets import center_crop
     from vtok.eval.reduce_fidelity import random_crops, read_photos
 
-    photos = read_photos(args.images, args.limit)
+    photos = read_photos(args.images, args.limit, args.cache)
     size = subject.image_size
     if subject.kind == "titok":
+        from vtok.losses.lpips_weights import find_weights
+
+        find_weights("alex", args.cache)  # missing: fail now, not after the timing
         return torch.stack([center_crop(p, size) for p in photos]), None
     from vtok.eval.classifier import classifier_view
 
@@ -151,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             scores: dict = {}
             if inputs is not None and subject.kind == "titok":
                 scores = fidelity.titok_fidelity(subject, rows, inputs[0], args.layer,
-                                                 progress=bar.update)
+                                                 progress=bar.update, cache=args.cache)
             elif inputs is not None:
                 scores = fidelity.classifier_agreement(subject, rows, *inputs, args.layer,
                                                        progress=bar.update)

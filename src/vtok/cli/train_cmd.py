@@ -14,6 +14,7 @@ import json
 import sys
 from typing import Any
 
+from vtok.cli.options import add_cache_option
 from vtok.train.config import TrainConfig
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_cache_option(parser)
 
 
 def parse_overrides(tokens: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -64,17 +66,22 @@ def _value(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vtok.cache import MissingAssetError
     from vtok.models.presets import preset_config
     from vtok.train.loop import train
 
     try:
         extra, model = parse_overrides(args.overrides)
         preset_config(args.preset, **model)  # fail early on a bad model field
+        cache = None if args.cache is None else str(args.cache)
         config = TrainConfig(preset=args.preset, data=args.data, steps=args.steps, out=args.out,
-                             model=model, **extra)
+                             model=model, cache=cache, **extra)
         summary = train(config, resume=args.resume)
     except ValueError as err:
         print(f"vtok train: {err}", file=sys.stderr)
         return 2
+    except MissingAssetError as err:  # names `vtok data prepare`
+        print(f"vtok train: {err}", file=sys.stderr)
+        return 1
     print(json.dumps({k: v for k, v in summary.items() if k != "skipped_images"}))
     return 0
