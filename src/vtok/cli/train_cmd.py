@@ -15,15 +15,21 @@ import sys
 from typing import Any
 
 from vtok.cli.options import add_cache_option
-from vtok.train.config import TrainConfig
 
-FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 TAKES_OVERRIDES = True  # the dispatcher hands unparsed --FIELD VALUE pairs to `run`
 
 
+def _fields() -> set[str]:
+    from vtok.train.config import TrainConfig  # imports torch: only when training
+
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vtok.train.config import TrainConfig
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = __doc__.split("\n", 1)[1] + "\nfields: " + ", ".join(sorted(FIELDS))
+    parser.epilog = __doc__.split("\n", 1)[1] + "\nfields: " + ", ".join(sorted(_fields()))
     parser.add_argument("--preset", default=TrainConfig.preset, help="tokenizer preset")
     parser.add_argument("--data", default=None, help="image folder or .tar shards "
                         "(default: the default photos' train split)")
@@ -35,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_overrides(tokens: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """['--lr', '1e-4', '--model.channels=64'] -> ({'lr': 1e-4}, {'channels': 64})."""
-    train, model = {}, {}
+    train, model, fields = {}, {}, _fields()
     i = 0
     while i < len(tokens):
         token = tokens[i]
@@ -51,9 +57,9 @@ def parse_overrides(tokens: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
             model[key[len("model."):].replace("-", "_")] = _value(value)
         else:
             name = key.replace("-", "_")
-            if name not in FIELDS:
+            if name not in fields:
                 raise ValueError(f"unknown option --{key}; training fields: "
-                                 f"{', '.join(sorted(FIELDS))}")
+                                 f"{', '.join(sorted(fields))}")
             train[name] = _value(value)
     return train, model
 
@@ -68,6 +74,7 @@ def _value(text: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     from vtok.cache import MissingAssetError
     from vtok.models.presets import preset_config
+    from vtok.train.config import TrainConfig
     from vtok.train.loop import train
 
     try:

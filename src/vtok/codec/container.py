@@ -31,6 +31,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -41,6 +42,7 @@ CODINGS = ("raw", "entropy")
 MAX_SIDE = 1 << 16  # pixels per image side
 MAX_TOKENS = 1 << 20  # tokens x indices per token, per image
 MAX_DEPTH = 64  # indices per token
+MAX_FILE_BYTES = 1 << 30
 _HEAD = struct.Struct("<8sHBB8sIBI")
 _IMAGE = struct.Struct("<IIBB")
 _U32 = struct.Struct("<I")
@@ -201,3 +203,19 @@ def _parse(data: memoryview) -> VtokFile:
     if r.pos != len(body):
         raise VtokFormatError(f"{len(body) - r.pos} unexpected bytes after the last image")
     return out
+
+
+def read_vtok(path: str | Path) -> VtokFile:
+    """Read and check a .vtok file; every problem is a VtokFormatError naming the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise VtokFormatError(f"{size} bytes is larger than a .vtok file may be")
+        if size == 0:
+            raise VtokFormatError("the file is empty")
+        return VtokFile.from_bytes(path.read_bytes())
+    except VtokFormatError as err:
+        raise VtokFormatError(f"{path}: {err}") from None
+    except OSError as err:
+        raise VtokFormatError(f"{path}: cannot read ({err.strerror or err})") from None
