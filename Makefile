@@ -18,12 +18,17 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-# the main job: prepares the default photos, codes them with every shipped tokenizer and with
-# JPEG/WebP/AVIF, prints the table and writes demo/report.html
+# the main job: fetches the default photos and LPIPS weights into the cache (the only step that
+# downloads), codes the photos with every shipped tokenizer and with JPEG/WebP/AVIF, prints the
+# table and writes demo/report.html
 demo: $(STAMP)
+	$(VENV)/bin/vtok data prepare
 	$(VENV)/bin/vtok demo --out demo
 
+# the tests read the LPIPS weights from the cache (fetched once, a no-op when present); they
+# need no photos from it
 test: $(STAMP)
+	$(VENV)/bin/vtok data prepare --lpips
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
+
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+
+
+def temp_name(path: Path) -> Path:
+    """A short, unique temporary name in `path`'s folder, keeping its suffix.
+
+    The name does not grow with `path`'s name (a 249-character file name must still leave room
+    for it); the suffix is dropped only if even the short name with it would not fit.
+    """
+    stem = f".{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    suffix = path.suffix if len((stem + path.suffix).encode()) <= NAME_MAX else ""
+    return path.with_name(stem + suffix)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -14,7 +28,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     temp file is removed and `path` is left as it was.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = temp_name(path)
     try:
         write(tmp)
         tmp.replace(path)

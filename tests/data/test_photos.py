@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vtok.cache import MissingAssetError
 from vtok.cli import main
 from vtok.data import photos
-from vtok.data.photos import load_manifest, prepare
+from vtok.data.photos import load_manifest, photo_paths, prepare
 
 
 def test_committed_manifest_is_well_formed():
@@ -77,9 +78,29 @@ def test_cli_prepare_exits_non_zero_when_something_is_missing(tmp_path, monkeypa
                                                               fake_package):
     manifest = [_entry(fake_package, "good.png"), _entry(fake_package, "x.png", module="nope_pkg")]
     monkeypatch.setattr(photos, "load_manifest", lambda path=None: manifest)
-    assert main(["data", "prepare", "--cache", str(tmp_path)]) == 1
+    assert main(["data", "prepare", "--photos", "--cache", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "1 copied" in out and "pip install nope_pkg-dist" in out
+
+
+def test_photo_paths_never_fetch_and_name_the_command(tmp_path, no_fetching):
+    with pytest.raises(MissingAssetError) as err:
+        photo_paths("val", cache=tmp_path)
+    message = str(err.value)
+    assert f"default photos not found in {tmp_path / 'photos' / 'val'}" in message
+    assert f"run `vtok data prepare --photos --cache {tmp_path}`" in message
+    assert not list(tmp_path.iterdir())  # nothing fetched, nothing created
+
+
+def test_photo_paths_reads_what_prepare_gathered(tmp_path, fake_package, monkeypatch,
+                                                 no_fetching):
+    manifest = [_entry(fake_package, "good.png", "val")]
+    monkeypatch.setattr(photos, "load_manifest", lambda path=None: manifest)
+    assert prepare(tmp_path, manifest).ok
+    assert photo_paths("val", cache=tmp_path) == [tmp_path / "photos" / "val" / "fake-good.png"]
+    assert photo_paths("train", cache=tmp_path) == []
+    with pytest.raises(ValueError, match="split must be one of train, val"):
+        photo_paths("test", cache=tmp_path)
 
 
 @pytest.mark.slow

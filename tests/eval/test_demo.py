@@ -29,8 +29,8 @@ def test_demo_writes_results_plots_and_report(tmp_path, capsys, monkeypatch):
 
     # the val photos astronaut and coffee, straight from the scikit-image wheel: no cache needed
     data = Path(skimage.__file__).parent / "data"
-    monkeypatch.setattr(demo, "photo_paths", lambda split: [data / "astronaut.png",
-                                                            data / "coffee.png"])
+    monkeypatch.setattr(demo, "photo_paths", lambda split, cache=None: [data / "astronaut.png",
+                                                                        data / "coffee.png"])
     assert main(["demo", "--out", str(tmp_path / "d"), "--limit", "1"]) == 0
     out = capsys.readouterr().out
     assert "report:" in out and "JPEG" in out
@@ -50,3 +50,12 @@ def test_demo_writes_results_plots_and_report(tmp_path, capsys, monkeypatch):
         assert (tmp_path / "d" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["demo", "--limit", "0"]) == 2
     assert main(["demo", "--out", str(tmp_path / "d" / "results.json")]) == 2
+
+
+def test_demo_without_prepared_photos_names_the_command_and_fetches_nothing(tmp_path, capsys,
+                                                                            no_fetching):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--cache", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert f"default photos not found in {tmp_path / 'empty' / 'photos' / 'val'}" in err
+    assert f"run `vtok data prepare --photos --cache {tmp_path / 'empty'}`" in err
+    assert not (tmp_path / "d").exists()

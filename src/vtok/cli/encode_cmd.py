@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vtok.cli.options import add_cache_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IN",
@@ -29,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "token prior shipped beside the tokenizer; default: the smaller of the "
                         "two for each file (raw when no prior ships)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_cache_option(parser)  # the LPIPS weights of --target-lpips
 
 
 def _smallest(entries: list, codebook_size: int, coders: list):
@@ -107,9 +110,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     lpips = None
     if args.target_lpips is not None:
+        from vtok.cache import MissingAssetError
         from vtok.losses import LPIPS
 
-        lpips = LPIPS("alex")
+        try:
+            lpips = LPIPS("alex", cache=args.cache)
+        except MissingAssetError as err:  # names `vtok data prepare`
+            print(f"vtok encode: {err}", file=sys.stderr)
+            return 1
     shared, outputs = _outputs(args, found)
     if not shared and len(set(outputs)) < len(outputs):
         clash = sorted({str(p) for p in outputs if outputs.count(p) > 1})

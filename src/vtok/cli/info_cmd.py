@@ -1,4 +1,7 @@
-"""Describe a .vtok file: format, coding, tokenizer, and per image its size, tokens and bpp."""
+"""Describe a .vtok file: format, coding, tokenizer, and per image its size, tokens and bpp.
+
+The shipped tokenizer is named from the ids stored in the shipped folders (no model is loaded).
+"""
 
 from __future__ import annotations
 
@@ -15,17 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(path: Path) -> dict[str, Any]:
-    from vtok.codec import read_vtok
-    from vtok.models.presets import shipped_with_id
+    from vtok.codec.container import read_vtok
+    from vtok.models.shipped import shipped_name
 
     vfile = read_vtok(path)
     size = path.stat().st_size
     pixels = sum(h * w for h, w in (im.image_size for im in vfile.images))
-    shipped = shipped_with_id(vfile.tokenizer_id)
     return {
         "file": str(path), "bytes": size, "format_version": vfile.version,
         "coding": vfile.coding, "tokenizer_id": vfile.tokenizer_id, "prior_id": vfile.prior_id,
-        "tokenizer": shipped[0] if shipped else None,
+        "tokenizer": shipped_name(vfile.tokenizer_id),
         "codebook_size": vfile.codebook_size, "indices_per_token": vfile.depth,
         "bpp": size * 8 / pixels,
         "images": [{
@@ -40,7 +42,7 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vtok.codec import VtokFormatError
+    from vtok.codec.container import VtokFormatError
 
     try:
         info = describe(args.input)

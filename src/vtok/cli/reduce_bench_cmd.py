@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vtok.cli.options import add_cache_option
+
 DEFAULT_KEEPS = (0.5, 0.25, 0.1)
 NO_FIDELITY = ("fidelity needs a trained model (--titok or --classifier); random-weight models "
                "give speed only")
@@ -52,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, metavar="DIR",
                         help="photos for fidelity (default: the default photos' val split)")
     parser.add_argument("--limit", type=int, help="use at most this many photos")
+    add_cache_option(parser)
     parser.add_argument("--random-crops", type=int, default=4, metavar="N",
                         help="random crops per photo for classifier agreement")
     parser.add_argument("--out", type=Path, default=Path("reduce-bench"), metavar="DIR")
@@ -60,10 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> tuple[list[str], list[float], dict[str, Any]]:
+    from vtok.eval.reduce_bench import parse_method
     from vtok.reduce import REDUCERS
     from vtok.reduce.adapter import check_options
     from vtok.reduce.base import check_keep
-    from vtok.reduce.bench import parse_method
 
     methods = list(dict.fromkeys(args.methods or REDUCERS.names()))
     for spec in methods:
@@ -90,7 +93,7 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[float], dict[str, 
 
 
 def _subject(args: argparse.Namespace, model_kwargs: dict[str, Any]):
-    from vtok.reduce.bench import timm_subject, titok_subject
+    from vtok.eval.reduce_bench import timm_subject, titok_subject
 
     if args.titok:
         return titok_subject(args.titok, args.image_size)
@@ -106,11 +109,14 @@ def _images(args: argparse.Namespace, subject) -> tuple[Any, Any]:
     import torch
 
     from vtok.data.datasets import center_crop
-    from vtok.reduce.fidelity import random_crops, read_photos
+    from vtok.eval.reduce_fidelity import random_crops, read_photos
 
-    photos = read_photos(args.images, args.limit)
+    photos = read_photos(args.images, args.limit, args.cache)
     size = subject.image_size
     if subject.kind == "titok":
+        from vtok.losses.lpips_weights import find_weights
+
+        find_weights("alex", args.cache)  # missing: fail now, not after the timing
         return torch.stack([center_crop(p, size) for p in photos]), None
     from vtok.eval.classifier import classifier_view
 
@@ -122,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from vtok.eval import reduce_bench as bench
+    from vtok.eval import reduce_fidelity as fidelity
+    from vtok.eval import reduce_report as bench_report
     from vtok.files import atomic_write_text
-    from vtok.reduce import bench, bench_report, fidelity
     from vtok.reduce.adapter import check_layers
     from vtok.reduce.model_parts import find_parts
 
@@ -149,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             scores: dict = {}
             if inputs is not None and subject.kind == "titok":
                 scores = fidelity.titok_fidelity(subject, rows, inputs[0], args.layer,
-                                                 progress=bar.update)
+                                                 progress=bar.update, cache=args.cache)
             elif inputs is not None:
                 scores = fidelity.classifier_agreement(subject, rows, *inputs, args.layer,
                                                        progress=bar.update)

@@ -14,26 +14,34 @@ import json
 import sys
 from typing import Any
 
-from vtok.train.config import TrainConfig
+from vtok.cli.options import add_cache_option
 
-FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 TAKES_OVERRIDES = True  # the dispatcher hands unparsed --FIELD VALUE pairs to `run`
 
 
+def _fields() -> set[str]:
+    from vtok.train.config import TrainConfig  # imports torch: only when training
+
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vtok.train.config import TrainConfig
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = __doc__.split("\n", 1)[1] + "\nfields: " + ", ".join(sorted(FIELDS))
+    parser.epilog = __doc__.split("\n", 1)[1] + "\nfields: " + ", ".join(sorted(_fields()))
     parser.add_argument("--preset", default=TrainConfig.preset, help="tokenizer preset")
     parser.add_argument("--data", default=None, help="image folder or .tar shards "
                         "(default: the default photos' train split)")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_cache_option(parser)
 
 
 def parse_overrides(tokens: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """['--lr', '1e-4', '--model.channels=64'] -> ({'lr': 1e-4}, {'channels': 64})."""
-    train, model = {}, {}
+    train, model, fields = {}, {}, _fields()
     i = 0
     while i < len(tokens):
         token = tokens[i]
@@ -49,9 +57,9 @@ def parse_overrides(tokens: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
             model[key[len("model."):].replace("-", "_")] = _value(value)
         else:
             name = key.replace("-", "_")
-            if name not in FIELDS:
+            if name not in fields:
                 raise ValueError(f"unknown option --{key}; training fields: "
-                                 f"{', '.join(sorted(FIELDS))}")
+                                 f"{', '.join(sorted(fields))}")
             train[name] = _value(value)
     return train, model
 
@@ -64,17 +72,23 @@ def _value(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vtok.cache import MissingAssetError
     from vtok.models.presets import preset_config
+    from vtok.train.config import TrainConfig
     from vtok.train.loop import train
 
     try:
         extra, model = parse_overrides(args.overrides)
         preset_config(args.preset, **model)  # fail early on a bad model field
+        cache = None if args.cache is None else str(args.cache)
         config = TrainConfig(preset=args.preset, data=args.data, steps=args.steps, out=args.out,
-                             model=model, **extra)
+                             model=model, cache=cache, **extra)
         summary = train(config, resume=args.resume)
     except ValueError as err:
         print(f"vtok train: {err}", file=sys.stderr)
         return 2
+    except MissingAssetError as err:  # names `vtok data prepare`
+        print(f"vtok train: {err}", file=sys.stderr)
+        return 1
     print(json.dumps({k: v for k, v in summary.items() if k != "skipped_images"}))
     return 0

@@ -37,6 +37,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -57,6 +58,7 @@ _HEAD = struct.Struct("<8sHBB8s8sIBI")
 _IMAGE_V1 = struct.Struct("<IIBB")
 _IMAGE = struct.Struct("<IIIIIBH")
 _U8 = struct.Struct("<B")
+MAX_FILE_BYTES = 1 << 30
 _U32 = struct.Struct("<I")
 FLAG_ALPHA = 1
 
@@ -305,3 +307,19 @@ def _parse_image(r: _Reader, i: int, version: int, depth: int) -> ImageTokens:
     (size,) = r.unpack(_U32, f"image {i} payload size")
     payload = bytes(r.take(size, f"image {i} payload"))
     return ImageTokens((h, w), shape, payload, bool(image_flags & FLAG_ALPHA), name, frames, fps)
+
+
+def read_vtok(path: str | Path) -> VtokFile:
+    """Read and check a .vtok file; every problem is a VtokFormatError naming the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise VtokFormatError(f"{size} bytes is larger than a .vtok file may be")
+        if size == 0:
+            raise VtokFormatError("the file is empty")
+        return VtokFile.from_bytes(path.read_bytes())
+    except VtokFormatError as err:
+        raise VtokFormatError(f"{path}: {err}") from None
+    except OSError as err:
+        raise VtokFormatError(f"{path}: cannot read ({err.strerror or err})") from None

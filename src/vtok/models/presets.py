@@ -10,11 +10,13 @@ from typing import Any
 
 from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig
 from vtok.models.conv2d import ConvTokenizerConfig
+from vtok.models.shipped import PRETRAINED_DIR, list_pretrained, shipped_name, tokenizer_dir
 from vtok.models.titok import TiTokConfig
 from vtok.registry import Registry
 
+__all__ = ["PRESETS", "PRETRAINED_DIR", "architecture_of", "create_tokenizer", "list_pretrained",
+           "load", "preset_config", "shipped_with_id", "tokenizer_dir"]
 PRESETS: Registry[Callable[[], TokenizerConfig]] = Registry("tokenizer preset")
-PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
 @PRESETS.register("test-conv2d")
@@ -125,50 +127,13 @@ def create_tokenizer(name: str, **overrides: Any) -> Tokenizer:
     return architecture_of(config)(config)
 
 
-def list_pretrained() -> list[dict[str, Any]]:
-    """The trained tokenizers shipped inside the package, with their token counts."""
-    from vtok.models.base import read_config
-
-    found = []
-    for directory in sorted(PRETRAINED_DIR.glob("*/")):
-        if (directory / "config.json").exists():
-            arch, config = read_config(directory)
-            found.append({"name": directory.name, "architecture": arch, "path": str(directory),
-                          "config": config, **_token_counts(arch, config)})
-    return found
-
-
-def _token_counts(arch: str, config: dict[str, Any]) -> dict[str, Any]:
-    if arch == "titok":
-        k = config["num_latent_tokens"]
-        return {"tokens": f"1..{k} per image (variable length)", "max_tokens": k}
-    factor = 2 ** (len(config["channel_mult"]) - 1)
-    n = (256 // factor) ** 2
-    return {"tokens": f"{n} per 256x256 image (x{factor} grid)", "max_tokens": n}
-
-
-def tokenizer_dir(name_or_dir: str | Path) -> Path:
-    """The folder of a shipped tokenizer (by name) or the given tokenizer folder."""
-    path = Path(name_or_dir)
-    if path.is_dir():
-        return path
-    shipped = {p["name"]: Path(p["path"]) for p in list_pretrained()}
-    if str(name_or_dir) in shipped:
-        return shipped[str(name_or_dir)]
-    raise ValueError(f"{name_or_dir!r} is neither a tokenizer directory nor a shipped tokenizer "
-                     f"(shipped: {', '.join(shipped) or 'none'})")
-
-
 def load(name_or_dir: str | Path) -> Tokenizer:
     """A shipped tokenizer by name, or any tokenizer directory (config.json + model.safetensors)."""
     return Tokenizer.from_pretrained(tokenizer_dir(name_or_dir))
 
 
 def shipped_with_id(tokenizer_id: str) -> tuple[str, Tokenizer] | None:
-    """(name, tokenizer) of the shipped tokenizer whose id (hash of config and weights) is
-    `tokenizer_id`, if there is one."""
-    for entry in list_pretrained():
-        tok = Tokenizer.from_pretrained(entry["path"])
-        if tok.tokenizer_id == tokenizer_id:
-            return entry["name"], tok
-    return None
+    """(name, tokenizer) of the shipped tokenizer whose stored id is `tokenizer_id`, if there is
+    one; loading it recomputes the id from its config and weights and refuses a mismatch."""
+    name = shipped_name(tokenizer_id)
+    return None if name is None else (name, load(name))

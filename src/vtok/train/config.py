@@ -15,6 +15,7 @@ class TrainConfig:
     preset: str = "conv2d-f8-cpu"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's fields
     data: str | None = None  # folder / tar shards; None = the default photos' train split
+    cache: str | None = None  # folder of `vtok data prepare` (photos, LPIPS); None = default
     init: str | None = None  # start from this tokenizer directory's weights (fine-tuning)
     # with init: a VQ codebook smaller than the model's (e.g. 128 -> 192 codes) is grown by
     # splitting its most used codes; every other weight must fit as it is

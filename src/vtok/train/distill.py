@@ -52,6 +52,7 @@ class DistillConfig:
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's fields
     data: str | None = None  # None = the default photos' train split
     val_data: str | None = None  # scored every save_every steps; None = the val split
+    cache: str | None = None  # folder of `vtok data prepare` (default photos); None = default
     out: str = "runs/distill"
     steps: int = 3000
     stop_at: int | None = None  # end this invocation early (the schedule still spans `steps`)
@@ -104,7 +105,8 @@ class DistillConfig:
 
     def same_run(self) -> dict[str, Any]:
         """The fields a resumed run must share with the one it continues."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("stop_at", "progress")}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in ("stop_at", "progress", "cache")}
 
 
 def student_from_teacher(config: DistillConfig, teacher: Tokenizer) -> TiTokTokenizer:
@@ -152,7 +154,7 @@ def _training_codes(config: DistillConfig, teacher: Tokenizer, run: Path) -> dic
             same = f.metadata() == made_by
         if same:
             return load_file(str(cache))
-    items = image_items(config.data if config.data else photo_paths("train"))
+    items = image_items(config.data if config.data else photo_paths("train", config.cache))
     crops = RandomCrops(items, config.crop_size, seed=config.seed, min_scale=config.min_scale)
     grids, codes = [], []
     for start in range(0, config.crops, 64):
@@ -166,7 +168,7 @@ def _training_codes(config: DistillConfig, teacher: Tokenizer, run: Path) -> dic
 
 
 def _val_codes(config: DistillConfig, teacher: Tokenizer) -> tuple[Tensor, Tensor]:
-    items = image_items(config.val_data if config.val_data else photo_paths("val"))
+    items = image_items(config.val_data if config.val_data else photo_paths("val", config.cache))
     size, images = config.crop_size, []
     for item in items:
         try:

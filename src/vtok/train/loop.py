@@ -36,7 +36,7 @@ from vtok.train.distributed import Context, any_true, mean_over_ranks, setup, te
 from vtok.train.logs import RunLog, save_grid
 
 # fields that may differ when resuming (they do not change what the run computes)
-RESUME_MAY_CHANGE = {"steps", "stop_at", "progress", "log_every", "sample_every",
+RESUME_MAY_CHANGE = {"cache", "steps", "stop_at", "progress", "log_every", "sample_every",
                      "checkpoint_every", "keep_checkpoints", "workers"}
 
 
@@ -71,7 +71,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def training_items(config: TrainConfig):
-    return image_items(config.data if config.data else photo_paths("train"))
+    return image_items(config.data if config.data else photo_paths("train", config.cache))
 
 
 def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
@@ -106,7 +106,8 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
     if config.gan_weight > 0:
         disc = PatchDiscriminator(config.disc_channels, config.disc_layers).to(device)
         lecam = LeCam().to(device)
-    lpips = LPIPS(config.lpips_net).to(device) if config.lpips_weight > 0 else None
+    lpips = (LPIPS(config.lpips_net, cache=config.cache).to(device)
+             if config.lpips_weight > 0 else None)
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                             betas=(config.beta1, config.beta2))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))

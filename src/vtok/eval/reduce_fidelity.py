@@ -14,20 +14,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vtok.reduce.bench import Subject, Variant, reduced
+from vtok.eval.reduce_bench import Subject, Variant, reduced
 
 FIDELITY_COLUMNS = {"titok": ("psnr", "lpips_alex"),
                     "timm": ("agreement_center", "agreement_random")}
 
 
-def read_photos(folder: Path | None = None, limit: int | None = None) -> list[Tensor]:
-    """`[3, H, W]` photos in [0, 1]: every image in `folder`, or the default val photos."""
+def read_photos(folder: Path | None = None, limit: int | None = None,
+                cache: str | Path | None = None) -> list[Tensor]:
+    """`[3, H, W]` photos in [0, 1]: every image in `folder`, or the default val photos
+    prepared in `cache` (`vtok data prepare`)."""
     from vtok.data.images import find_images, read_image
 
     if folder is None:
         from vtok.data.photos import photo_paths
 
-        paths = photo_paths("val")
+        paths = photo_paths("val", cache)
     else:
         paths = find_images(folder)
     paths = paths[:limit]
@@ -56,13 +58,14 @@ def random_crops(photos: list[Tensor], size: int, per_photo: int, seed: int = 0)
 
 
 def titok_fidelity(subject: Subject, rows: list[Variant], images: Tensor, layer: int | None,
-                   batch: int = 8, progress: Callable[[], None] | None = None
-                   ) -> dict[Variant, dict[str, float]]:
-    """Mean PSNR (8-bit RGB, per image) and LPIPS-Alex of the reconstructions, per variant."""
+                   batch: int = 8, progress: Callable[[], None] | None = None,
+                   cache: str | Path | None = None) -> dict[Variant, dict[str, float]]:
+    """Mean PSNR (8-bit RGB, per image) and LPIPS-Alex of the reconstructions, per variant
+    (the LPIPS weights from `cache`, see `vtok data prepare`)."""
     from vtok.eval import psnr
     from vtok.losses import LPIPS
 
-    lpips = LPIPS("alex")
+    lpips = LPIPS("alex", cache=cache)
     tok, out = subject.model, {}
     with torch.inference_mode():
         for v in rows:

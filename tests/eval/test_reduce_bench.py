@@ -116,3 +116,30 @@ def test_bad_input_exits_2_and_names_it(tmp_path, capsys, extra, message):
     assert main(["reduce-bench", "--out", str(tmp_path), *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_titok_fidelity_without_prepared_assets_names_the_command(tmp_path, photos, capsys,
+                                                                  no_fetching):
+    create_tokenizer("test-titok").save_pretrained(tmp_path / "tok")
+    empty = tmp_path / "empty"
+    common = ["reduce-bench", *FAST, "--titok", str(tmp_path / "tok"), "--cache", str(empty),
+              "--out", str(tmp_path / "out")]
+    assert main(common) == 2
+    err = capsys.readouterr().err
+    assert f"default photos not found in {empty / 'photos' / 'val'}" in err
+    assert f"run `vtok data prepare --photos --cache {empty}`" in err
+    assert main([*common, "--images", str(photos)]) == 2  # before any timing
+    assert f"run `vtok data prepare --lpips --cache {empty}`" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_reduction_core_imports_no_data_training_or_evaluation_code():
+    import subprocess
+    import sys
+
+    script = ("import sys, vtok.reduce\n"
+              "print(sorted(m for m in sys.modules if m.startswith(('vtok.data', 'vtok.train',"
+              " 'vtok.eval', 'vtok.losses', 'vtok.cli'))))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,15 @@
+"""Options several subcommands share."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_cache_option(parser: argparse.ArgumentParser) -> None:
+    """`--cache DIR`: the folder `vtok data prepare` fills (photos, LPIPS weights)."""
+    from vtok.cache import default_cache_dir
+
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help="the folder `vtok data prepare` fills with the default photos and "
+                        f"the LPIPS weights (default: {default_cache_dir()})")
