@@ -61,6 +61,26 @@ def token_check(name: str, images: torch.Tensor) -> dict:
             "same_tokens": same, "max_decode_diff": diff, "vtok_round_trip": exact}
 
 
+def entropy_check(name: str, images: torch.Tensor) -> dict:
+    """Entropy-coded on the CPU, the prior's frequencies recomputed on the GPU: the tokens
+    must come back exactly (the integer prior is bit-exact across devices)."""
+    from vtok.codec.entropy import EntropyCoder
+    from vtok.codec.intprior import IntegerPrior
+    from vtok.models.presets import tokenizer_dir
+
+    tok = vtok.load(name)
+    directory = tokenizer_dir(name)
+    cpu = EntropyCoder(IntegerPrior.load(directory))
+    gpu = EntropyCoder(IntegerPrior.load(directory, device="cuda"))
+    grids = list(tok.encode(images).indices.numpy())
+    payloads = cpu.encode_batch(grids)
+    back = gpu.decode_batch(payloads, grids[0].shape)
+    exact = all((a == b).all() for a, b in zip(back, grids))
+    same_bytes = gpu.encode_batch(grids) == payloads
+    return {"check": f"entropy {name} cpu-encoded, cuda-decoded", "ok": exact and same_bytes,
+            "exact_tokens": exact, "same_payloads": same_bytes}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -79,6 +99,8 @@ def main() -> int:
     images = torch.stack([center_crop(item.read(), 256) for item in image_items(args.data)[:8]])
     for entry in vtok.list_pretrained():
         results.append(token_check(entry["name"], images))
+        print(json.dumps(results[-1]), flush=True)
+        results.append(entropy_check(entry["name"], images))
         print(json.dumps(results[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

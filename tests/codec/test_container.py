@@ -65,9 +65,9 @@ def test_golden_file_pins_the_layout():
     assert data[12:20].hex() == "0123456789abcdef"
     assert data[20:28] == bytes(8)  # no prior: raw coding
     assert struct.unpack("<IBI", data[28:37]) == (5, 1, 2)
-    assert struct.unpack("<IIIIIBH", data[37:60]) == (3, 4, 1, 0, 1, 0, 5)
-    assert data[60:65] == b"first"
-    assert struct.unpack("<BIII", data[65:78]) == (1, 2, 2, 1)
+    assert struct.unpack("<IIBB", data[37:47]) == (3, 4, 0, 5)  # a still: no frame fields
+    assert data[47:52] == b"first"
+    assert struct.unpack("<BIII", data[52:65]) == (1, 2, 2, 1)
     assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
     assert VtokFile.from_bytes(data) == _golden_file()
 
@@ -159,6 +159,22 @@ def _with_crc(body: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("patch,message", [
+    ((52, struct.pack("<I", 0)), "frame count must be in"),
+    ((56, struct.pack("<I", 0)), "needs a frame rate above 0"),
+    ((60, struct.pack("<I", 0)), "frame rate must be a fraction"),
+])
+def test_hostile_frame_fields_are_refused(patch, message):
+    clip = _golden_file()
+    clip.images[0].frames, clip.images[0].fps = 3, (30, 1)
+    body = bytearray(clip.to_bytes()[:-4])
+    assert struct.unpack("<IIBB", body[37:47]) == (3, 4, 2, 5)  # the frame fields follow
+    offset, value = patch
+    body[offset : offset + len(value)] = value
+    with pytest.raises(VtokFormatError, match=message):
+        VtokFile.from_bytes(_with_crc(bytes(body)))
+
+
+@pytest.mark.parametrize("patch,message", [
     ((8, struct.pack("<H", 3)), "format version 3 is not supported"),
     ((10, b"\x07"), "unknown coding method 7"),
     ((11, b"\x01"), "reserved header flags"),
@@ -166,17 +182,14 @@ def _with_crc(body: bytes) -> bytes:
     ((33, struct.pack("<I", 0xFFFFFFFF)), "image count 4294967295 does not fit"),
     ((28, struct.pack("<I", 0)), "codebook size must be in"),
     ((37, struct.pack("<I", 1 << 20)), "outside 1..65536 pixels"),
-    ((45, struct.pack("<I", 0)), "frame count must be in"),
-    ((45, struct.pack("<I", 5)), "needs a frame rate above 0"),
-    ((53, struct.pack("<I", 0)), "frame rate must be a fraction"),
-    ((57, b"\x02"), "unknown flags"),
-    ((58, struct.pack("<H", 0xFFFF)), "image 0 name needs 65535 bytes"),
-    ((60, b"/"), "path separator"),
-    ((60, b"\xff"), "can't decode"),
-    ((65, b"\x04"), "token rank 4"),
-    ((66, struct.pack("<I", 0xFFFFFFFF)), "exceed"),
-    ((70, struct.pack("<I", 3)), "3 tokens kept but the token shape"),
-    ((74, struct.pack("<I", 0x7FFFFFFF)), "payload needs 2147483647 bytes"),
+    ((45, b"\x04"), "unknown flags"),
+    ((46, b"\xff"), "image 0 name needs 255 bytes"),
+    ((47, b"/"), "path separator"),
+    ((47, b"\xff"), "can't decode"),
+    ((52, b"\x04"), "token rank 4"),
+    ((53, struct.pack("<I", 0xFFFFFFFF)), "exceed"),
+    ((57, struct.pack("<I", 3)), "3 tokens kept but the token shape"),
+    ((61, struct.pack("<I", 0x7FFFFFFF)), "payload needs 2147483647 bytes"),
 ])
 def test_hostile_headers_with_a_valid_crc_are_refused(patch, message):
     body = bytearray(GOLDEN.read_bytes()[:-4])

@@ -14,11 +14,12 @@ Layout (little-endian; version 2):
     image count      u32       1 .. MAX_IMAGES
     per image:
       height, width  u32, u32  the original size (the tokenizer pads, decode crops back)
-      frames         u32       1 for a still image
-      frame rate     u32, u32  numerator, denominator (0/1 for a still image)
-      flags          u8        bit 0: an alpha channel was composited on white
-      name           u16 + bytes  UTF-8 name of the source (its file stem), at most 255 bytes,
+      flags          u8        bit 0: an alpha channel was composited on white;
+                               bit 1: frames and frame rate follow the name (a clip)
+      name           u8 + bytes  UTF-8 name of the source (its file stem), at most 255 bytes,
                                no path separators or control characters; may be empty
+      frames         u32       only with flag bit 1 (else 1: a still image)
+      frame rate     u32, u32  only with flag bit 1: numerator, denominator (else 0/1)
       rank           u8        1 (sequence), 2 (grid) or 3 (frames x grid)
       token shape    u32 x rank
       tokens kept    u32       = product of the token shape
@@ -56,11 +57,13 @@ NO_PRIOR = "0" * 16
 _HEAD_V1 = struct.Struct("<8sHBB8sIBI")
 _HEAD = struct.Struct("<8sHBB8s8sIBI")
 _IMAGE_V1 = struct.Struct("<IIBB")
-_IMAGE = struct.Struct("<IIIIIBH")
+_IMAGE = struct.Struct("<IIBB")
+_TIME = struct.Struct("<III")
 _U8 = struct.Struct("<B")
 MAX_FILE_BYTES = 1 << 30
 _U32 = struct.Struct("<I")
 FLAG_ALPHA = 1
+FLAG_TIME = 2
 
 
 class VtokFormatError(ValueError):
@@ -124,9 +127,12 @@ class VtokFile:
             _check_image(h, w, image.token_shape, self.depth)
             name = _check_name(image.name)
             _check_time(image.frames, image.fps)
-            parts.append(_IMAGE.pack(h, w, image.frames, *image.fps,
-                                     FLAG_ALPHA if image.alpha else 0, len(name)))
-            parts += [name, _U8.pack(len(image.token_shape))]
+            timed = (image.frames, tuple(image.fps)) != (1, (0, 1))
+            flags = (FLAG_ALPHA if image.alpha else 0) | (FLAG_TIME if timed else 0)
+            parts += [_IMAGE.pack(h, w, flags, len(name)), name]
+            if timed:
+                parts.append(_TIME.pack(image.frames, *image.fps))
+            parts.append(_U8.pack(len(image.token_shape)))
             parts += [_U32.pack(d) for d in image.token_shape]
             parts += [_U32.pack(image.num_tokens), _U32.pack(len(image.payload)), image.payload]
         body = b"".join(parts)
@@ -279,9 +285,11 @@ def _parse_image(r: _Reader, i: int, version: int, depth: int) -> ImageTokens:
         h, w, image_flags, rank = r.unpack(_IMAGE_V1, f"image {i} header")
         ranks = (1, 2)
     else:
-        h, w, frames, num, den, image_flags, size = r.unpack(_IMAGE, f"image {i} header")
-        fps = (num, den)
+        h, w, image_flags, size = r.unpack(_IMAGE, f"image {i} header")
         raw = bytes(r.take(size, f"image {i} name"))
+        if image_flags & FLAG_TIME:
+            frames, num, den = r.unpack(_TIME, f"image {i} frames")
+            fps = (num, den)
         try:
             name = raw.decode("utf-8")
             _check_name(name)
@@ -290,7 +298,7 @@ def _parse_image(r: _Reader, i: int, version: int, depth: int) -> ImageTokens:
             raise VtokFormatError(f"image {i}: {err}") from None
         (rank,) = r.unpack(_U8, f"image {i} token rank")
         ranks = (1, 2, 3)
-    if image_flags & ~FLAG_ALPHA:
+    if image_flags & ~(FLAG_ALPHA | (FLAG_TIME if version == 2 else 0)):
         raise VtokFormatError(f"image {i}: unknown flags {image_flags:#04x}")
     if rank not in ranks:
         raise VtokFormatError(f"image {i}: token rank {rank} (expected "

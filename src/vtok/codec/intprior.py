@@ -171,8 +171,8 @@ class IntegerPrior:
             if not isinstance(meta, dict):
                 raise ValueError("the JSON is not an object")
             if meta.get("format") != FORMAT:
-                raise ValueError("not an integer prior (a float prior from vtok < 0.5 cannot "
-                                 "code portable files; retrain it with `vtok prior`)")
+                raise ValueError("not an integer prior (a float prior from an older vtok "
+                                 "cannot code portable files; remake it with `vtok prior`)")
             if meta.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"prior format version {meta.get('format_version')!r} is not "
                                  f"supported (this vtok reads {FORMAT_VERSION})")

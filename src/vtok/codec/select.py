@@ -32,9 +32,13 @@ def _variable(tok: Tokenizer) -> int:
 
 
 def tokens_for_bpp(tok: Tokenizer, image: torch.Tensor, target: float, coder: Coder) -> Tokens:
-    """The longest prefix whose file stays within `target` bpp; 1 token when even that is
-    over the budget (a file cannot hold fewer)."""
+    """The longest prefix whose file stays within `target` bpp; ValueError saying the
+    smallest file's bpp when even one token is over the budget."""
     full = tok.encode(image[None])
+    least = file_bpp(prefix(full, 1), tok.codebook_size, coder)
+    if least > target:
+        raise ValueError(f"cannot meet --target-bpp {target:g}: the smallest file (1 token, "
+                         f"headers included) takes {least:.5f} bpp")
     lo, hi = 1, _variable(tok)
     while lo < hi:  # file size grows with k
         mid = (lo + hi + 1) // 2
@@ -46,14 +50,19 @@ def tokens_for_bpp(tok: Tokenizer, image: torch.Tensor, target: float, coder: Co
 
 
 def tokens_for_lpips(tok: Tokenizer, image: torch.Tensor, target: float, lpips) -> Tokens:
-    """The shortest prefix whose reconstruction reaches LPIPS <= `target` (all tokens if none
-    does). Assumes quality rises with the token count, which the benchmark checks."""
+    """The shortest prefix whose reconstruction reaches LPIPS <= `target`; ValueError saying
+    the best LPIPS when even all tokens do not reach it. Assumes quality rises with the token
+    count, which the benchmark checks."""
     if min(image.shape[-2:]) < 32:
         raise ValueError(f"a {image.shape[-1]}x{image.shape[-2]} image is too small for an "
                          f"LPIPS target (at least 32 pixels per side)")
     full = tok.encode(image[None])
     lo, hi = 1, _variable(tok)
     with torch.no_grad():
+        best = lpips(tok.decode(prefix(full, hi)), image[None]).item()
+        if best > target:
+            raise ValueError(f"cannot meet --target-lpips {target:g}: all {hi} tokens reach "
+                             f"LPIPS {best:.3f}")
         while lo < hi:
             mid = (lo + hi) // 2
             if lpips(tok.decode(prefix(full, mid)), image[None]).item() <= target:
