@@ -150,6 +150,14 @@ def test_token_counts_for_variable_length_tokenizers(tokenizers, images, capsys)
     assert reached <= target or kept == tok.max_tokens
     assert main(["encode", image, "-t", str(titok), "-o", str(images / "z.vtok"),
                  "--target-bpp", "0"]) == 2
+    capsys.readouterr()
+    assert main(["encode", image, "-t", str(titok), "-o", str(images / "y.vtok"),
+                 "--target-bpp", "0.00001"]) == 1
+    assert "cannot meet --target-bpp 1e-05: the smallest file" in capsys.readouterr().err
+    assert main(["encode", image, "-t", str(titok), "-o", str(images / "y.vtok"),
+                 "--target-lpips", "0.0001"]) == 1
+    assert "cannot meet --target-lpips 0.0001: all" in capsys.readouterr().err
+    assert not (images / "y.vtok").exists()
 
 
 def _rewrite(path, change):
