@@ -101,7 +101,7 @@ MALFORMED = [
     ("titok patches", "titok", _config_with(image_size=4096, patch_size=8),
      "gives 262144 patches, over the limit of 4096"),
     ("titok too big", "titok", _config_with(width=2048, depth=48, heads=16),
-     "parameters, over the limit of 400M"),
+     "parameters, over the limit of 1500M"),
     ("titok codec", "titok", _config_with(pixel_codec=None), "pixel_codec must be a string"),
 ]
 
@@ -165,7 +165,7 @@ def test_huge_channels_are_refused_by_the_config_check_before_anything_is_built(
 
 def test_the_parameter_budget_refuses_combinations_of_allowed_values():
     with pytest.raises(ValueError, match="ConvTokenizerConfig would hold about .*M parameters, "
-                                         "over the limit of 400M"):
+                                         "over the limit of 1500M"):
         ConvTokenizerConfig(channels=512, channel_mult=(1, 2, 4, 4), num_res_blocks=8)
 
 

@@ -14,7 +14,7 @@ import dataclasses
 import math
 from typing import Any
 
-MAX_PARAMETERS = 400_000_000  # estimated weights of one tokenizer: 1.6 GB in float32
+MAX_PARAMETERS = 1_500_000_000  # estimated weights of one tokenizer: 6 GB in float32 (TiTok-L fits)
 MAX_CODEBOOK_SIZE = 1 << 18  # codes of one stored codebook (vq); lfq/bsq/fsq store none
 MAX_LATENT_DIM = 1024
 COMPOSITES = {"rvq": ("num_quantizers", "shared_codebook", "quantize_dropout"),
