@@ -183,12 +183,12 @@ def test_runs_are_not_overwritten_and_resume_checks_the_config(photo_dir, tmp_pa
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"steps": 0}, "TrainConfig.steps must be an integer >= 1, got 0"),
-    ({"lr": -1.0}, "TrainConfig.lr must be a number >= 0"),
-    ({"ema_decay": 1.0}, r"TrainConfig.ema_decay must be a number in \[0, 1\)"),
-    ({"stop_at": 500}, r"TrainConfig.stop_at must be in \[1, steps=100\]"),
+    ({"steps": 0}, r"TrainConfig.steps must be an integer in \[1, 1000000000\], got 0"),
+    ({"lr": -1.0}, r"TrainConfig.lr must be a finite number in \[0, 1\], got -1.0"),
+    ({"ema_decay": 1.0}, r"TrainConfig.ema_decay must be a finite number in \[0, 1\)"),
+    ({"stop_at": 500}, r"TrainConfig.stop_at must be an integer in \[1, steps=100\]"),
     ({"lpips_net": "squeeze"}, "TrainConfig.lpips_net must be 'alex' or 'vgg'"),
-    ({"init": ""}, "TrainConfig.init must be a tokenizer directory or shipped name"),
+    ({"init": ""}, "TrainConfig.init must be a path or shipped name"),
     ({"train_only": "decoder"}, "TrainConfig.train_only must be a non-empty list"),
     ({"grow_codebook": True}, "TrainConfig.grow_codebook needs init"),
     ({"grow_codebook": 1, "init": "x"}, "TrainConfig.grow_codebook must be true or false"),

@@ -4,8 +4,41 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+MAX_STEPS = 10**9
+MAX_BATCH = 4096  # per process
+MAX_LR = 1.0  # AdamW: anything larger only diverges
+# name: (minimum, maximum) of the integer fields (crop_size and disc_layers are also checked
+# against the model and each other, see vtok.train.model_check)
+INT_RANGES = {
+    "steps": (1, MAX_STEPS), "batch_size": (1, MAX_BATCH), "crop_size": (1, 2048),
+    "warmup": (0, MAX_STEPS), "gan_start": (0, MAX_STEPS), "disc_channels": (1, 1024),
+    "disc_layers": (1, 8), "seed": (0, 2**31 - 1), "workers": (0, 256),
+    "log_every": (1, MAX_STEPS), "sample_every": (1, MAX_STEPS),
+    "checkpoint_every": (1, MAX_STEPS), "keep_checkpoints": (1, 1000),
+    "skip_window": (1, 10**6),
+}
+# name: (low, high, whether high itself is excluded) of the float fields; all must be finite
+FLOAT_RANGES = {
+    "lr": (0.0, MAX_LR, False), "disc_lr": (0.0, MAX_LR, False),
+    "min_lr_ratio": (0.0, 1.0, False), "min_scale": (0.0, 1.0, False),
+    "weight_decay": (0.0, 10.0, False), "grad_clip": (0.0, 1e6, False),
+    "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True), "ema_decay": (0.0, 1.0, True),
+    "l1_weight": (0.0, 1e6, False), "l2_weight": (0.0, 1e6, False),
+    "lpips_weight": (0.0, 1e6, False), "gan_weight": (0.0, 1e6, False),
+    "lecam_weight": (0.0, 1e6, False), "max_skipped_fraction": (0.0, 1.0, False),
+}
+
+
+class ConfigError(ValueError):
+    """A TrainConfig field with a bad value; `field` names it ("crop_size", "model.channels")."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
 
 
 @dataclass
@@ -55,57 +88,44 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     progress: bool = True
+    # a run fails (without exporting a model) when more than this share of its last
+    # `skip_window` steps (or of all its steps, when it ran fewer) had a non-finite loss or
+    # gradient and were skipped
+    max_skipped_fraction: float = 0.5
+    skip_window: int = 20
 
     def __post_init__(self) -> None:
-        positive = ["steps", "batch_size", "crop_size", "log_every", "sample_every",
-                    "checkpoint_every", "keep_checkpoints", "disc_channels", "disc_layers"]
-        for name in positive:
+        for name in ("preset", "out", "lpips_net"):
+            _need(isinstance(getattr(self, name), str) and getattr(self, name), name,
+                  "a non-empty string", getattr(self, name))
+        for name in ("data", "init"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
-        for name in ["warmup", "gan_start", "seed", "workers"]:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
-        weights = ["lr", "disc_lr", "weight_decay", "grad_clip", "l1_weight", "l2_weight",
-                   "lpips_weight", "gan_weight", "lecam_weight"]
-        for name in weights:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"TrainConfig.{name} must be a number >= 0, got {value!r}")
-        for name in ["ema_decay", "beta1", "beta2"]:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a number in [0, 1), got {value!r}")
-        if not isinstance(self.min_lr_ratio, (int, float)) or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"TrainConfig.min_lr_ratio must be a number in [0, 1], "
-                             f"got {self.min_lr_ratio!r}")
-        if not isinstance(self.min_scale, (int, float)) or not 0 < self.min_scale <= 1:
-            raise ValueError(f"TrainConfig.min_scale must be a number in (0, 1], "
-                             f"got {self.min_scale!r}")
-        if self.lpips_net not in ("alex", "vgg"):
-            raise ValueError(f"TrainConfig.lpips_net must be 'alex' or 'vgg', "
-                             f"got {self.lpips_net!r}")
-        if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
-            raise ValueError(f"TrainConfig.stop_at must be in [1, steps={self.steps}], "
-                             f"got {self.stop_at!r}")
-        if self.init is not None and (not isinstance(self.init, str) or not self.init):
-            raise ValueError(f"TrainConfig.init must be a tokenizer directory or shipped name, "
-                             f"got {self.init!r}")
-        if not isinstance(self.grow_codebook, bool):
-            raise ValueError(f"TrainConfig.grow_codebook must be true or false, "
-                             f"got {self.grow_codebook!r}")
+            _need(value is None or isinstance(value, str) and value, name,
+                  "a path or shipped name (a non-empty string)", value)
+        for name in ("grow_codebook", "progress"):
+            _need(isinstance(getattr(self, name), bool), name, "true or false",
+                  getattr(self, name))
+        _need(self.bf16 is None or isinstance(self.bf16, bool), "bf16",
+              "true, false or null (null: bf16 on CUDA only)", self.bf16)
+        for name, (low, high) in INT_RANGES.items():
+            _int(self, name, low, high)
+        _need(self.stop_at is None or _is_int(self.stop_at) and 1 <= self.stop_at <= self.steps,
+              "stop_at", f"an integer in [1, steps={self.steps}] or null", self.stop_at)
+        for name, (low, high, open_high) in FLOAT_RANGES.items():
+            _float(self, name, low, high, open_high)
+        _need(self.min_scale > 0, "min_scale", "a number in (0, 1]", self.min_scale)
+        _need(self.lpips_net in ("alex", "vgg"), "lpips_net", "'alex' or 'vgg'", self.lpips_net)
         if self.grow_codebook and self.init is None:
-            raise ValueError("TrainConfig.grow_codebook needs init: the tokenizer whose "
-                             "codebook grows")
-        if self.train_only is not None and (
-                not isinstance(self.train_only, list) or not self.train_only
-                or not all(isinstance(n, str) and n for n in self.train_only)):
-            raise ValueError(f"TrainConfig.train_only must be a non-empty list of part names "
-                             f"such as [\"decoder\"], got {self.train_only!r}")
-        if not isinstance(self.model, dict):
-            raise ValueError(f"TrainConfig.model must be a dict of preset overrides, "
-                             f"got {self.model!r}")
+            raise ConfigError("grow_codebook", "TrainConfig.grow_codebook needs init: the "
+                                               "tokenizer whose codebook grows")
+        _need(self.train_only is None or isinstance(self.train_only, list) and self.train_only
+              and all(isinstance(n, str) and n for n in self.train_only), "train_only",
+              'a non-empty list of part names such as ["decoder"]', self.train_only)
+        _need(isinstance(self.model, dict) and all(isinstance(k, str) for k in self.model),
+              "model", "a dict of preset overrides", self.model)
+        from vtok.train.model_check import check_model  # builds the model on the meta device
+
+        check_model(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,3 +143,26 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return self.from_dict({**self.to_dict(), **changes})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _need(ok: Any, name: str, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(name, f"TrainConfig.{name} must be {allowed}, got {value!r}")
+
+
+def _int(config: TrainConfig, name: str, low: int, high: int) -> None:
+    value = getattr(config, name)
+    _need(_is_int(value) and low <= value <= high, name, f"an integer in [{low}, {high}]", value)
+
+
+def _float(config: TrainConfig, name: str, low: float, high: float, open_high: bool) -> None:
+    value = getattr(config, name)
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and low <= value and (value < high if open_high
+                                                         else value <= high))
+    _need(ok, name, f"a finite number in [{low:g}, {high:g}{')' if open_high else ']'}", value)
+    setattr(config, name, float(value))  # 1 and 1.0 are the same setting (and the same JSON)

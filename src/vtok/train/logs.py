@@ -3,30 +3,57 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from vtok.files import atomic_write
+from vtok.files import atomic_write, atomic_write_text
 
 
 class RunLog:
-    """Appends rows to `log.csv` (columns fixed by the first row) and mirrors to TensorBoard."""
+    """Appends rows to `log.csv` (columns fixed by the first row) and mirrors to TensorBoard.
 
-    def __init__(self, run_dir: Path) -> None:
+    `start`: the step a run continues from. Rows logged after it (by an interrupted run that
+    is now resumed from an earlier checkpoint) are dropped, so each step appears once; 0 starts
+    a fresh log. None keeps every row.
+    """
+
+    def __init__(self, run_dir: Path, start: int | None = None) -> None:
         self.path = run_dir / "log.csv"
         self.columns: list[str] | None = None
+        if start is not None:
+            self._keep_until(start)
         if self.path.exists():
-            with open(self.path) as f:
+            with open(self.path, newline="") as f:
                 self.columns = next(csv.reader(f), None)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            # purge_step: TensorBoard hides the interrupted run's events after `start` too
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"),
+                                    purge_step=None if start is None else start + 1)
         except ImportError:  # tensorboard is optional
             self.tb = None
+
+    def _keep_until(self, start: int) -> None:
+        """Rewrite the log (atomically) without the rows after step `start`, and without a
+        row cut short by a killed process."""
+        if not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        header = rows[0] if rows else []
+        kept = [r for r in rows[1:] if len(r) == len(header) and r[0].isdigit()
+                and int(r[0]) <= start]
+        if start == 0 or not header or header[0] != "step":
+            self.path.unlink()
+            return
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([header, *kept])
+        atomic_write_text(self.path, buffer.getvalue())
 
     def write(self, step: int, values: dict[str, float]) -> None:
         row = {"step": step, **values}

@@ -12,6 +12,7 @@ import json
 import math
 import time
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,16 @@ from vtok.train.config import TrainConfig
 from vtok.train.distributed import Context, any_true, mean_over_ranks, setup, teardown
 from vtok.train.logs import RunLog, save_grid
 
-# fields that may differ when resuming (they do not change what the run computes)
+# fields that may differ when resuming: they do not change what the run computes, or (out)
+# say where the run folder is now, or (init, grow_codebook) were only read when it started
 RESUME_MAY_CHANGE = {"cache", "steps", "stop_at", "progress", "log_every", "sample_every",
-                     "checkpoint_every", "keep_checkpoints", "workers"}
+                     "checkpoint_every", "keep_checkpoints", "workers", "out", "init",
+                     "grow_codebook", "max_skipped_fraction", "skip_window"}
+
+
+class TrainingFailed(RuntimeError):
+    """The run stopped because most of its steps were skipped (non-finite loss or gradient) or
+    its weights became non-finite; its last good checkpoint is kept and no model exported."""
 
 
 class StepBatches:
@@ -85,15 +93,12 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
 def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
     run_dir, device = Path(config.out), ctx.device
     ckpt_dir = run_dir / "checkpoints"
-    last = ckpt.latest_checkpoint(ckpt_dir)
-    if last is not None and not resume:
+    found = ckpt.list_checkpoints(ckpt_dir)
+    if found and not resume:
         raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue it "
                          f"or choose another --out")
-    if resume and last is None:
+    if resume and not found:
         raise ValueError(f"{run_dir}: nothing to resume (no checkpoint in {ckpt_dir})")
-    tensors, meta = ckpt.load_checkpoint(last) if resume else ({}, {})
-    if resume:
-        _check_same_run(TrainConfig.from_dict(meta["config"]), config)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = create_tokenizer(config.preset, **config.model)
@@ -117,19 +122,13 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
     optimizers = {"opt": opt, "dopt": dopt}
 
     start, skipped_steps = 0, 0
-    if resume:
-        for name, module in modules.items():
-            if module is not None:
-                module.load_state_dict(ckpt.module_state(tensors, name))
-        for name, optim in optimizers.items():
-            if optim is not None:
-                ckpt.restore_optimizer(optim, name, tensors, meta)
-        sched.load_state_dict(meta["scheduler"])
-        start, skipped_steps = meta["step"], meta["skipped_steps"]
-        ckpt.restore_rng(ckpt.module_state(tensors, f"rng.{ctx.rank}"))
+    if resume:  # the newest checkpoint that is intact and fits; damaged ones are named
+        start, skipped_steps = ckpt.load_newest(
+            ckpt_dir, lambda path, tensors, meta: _restore(
+                path, tensors, meta, config, modules, optimizers, sched, ctx.rank),
+            warn=ctx.main)
     else:
         torch.manual_seed(config.seed + ctx.rank)
-    del tensors
 
     net: nn.Module = model
     dnet: nn.Module | None = disc
@@ -151,12 +150,13 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
                                               "model": model.config.to_dict(),
                                               "architecture": model.architecture,
                                               "world_size": ctx.world})
-    log = RunLog(run_dir) if ctx.main else None
+    log = RunLog(run_dir, start) if ctx.main else None  # drops rows logged after `start`
     bar = _progress(ctx, config, start, stop)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=config.bf16 if config.bf16 is not None
                               else device.type == "cuda")
     started, window = time.perf_counter(), []
+    recent: deque[bool] = deque(maxlen=config.skip_window)  # which of the last steps skipped
 
     for step, x in zip(range(start, stop), loader):
         x = x.to(device, non_blocking=True)
@@ -179,36 +179,41 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
                 weight = adaptive_weight(rec, terms["gan_g"], model.last_layer())
                 total = total + config.gan_weight * weight * terms["gan_g"]
                 disc.requires_grad_(True)
-        if any_true(not bool(torch.isfinite(total)), ctx):
-            skipped_steps += 1
+        loss_ok = not any_true(not bool(torch.isfinite(total)), ctx)
+        skipped = not loss_ok
+        if not loss_ok:
             _warn_skip(step, terms, ctx)
-            sched.step()
-            continue
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or 1e12)
-        if any_true(not bool(torch.isfinite(grad_norm)), ctx):
-            skipped_steps += 1
-            _warn_skip(step, {"grad_norm": grad_norm}, ctx)
-            opt.zero_grad(set_to_none=True)
         else:
-            opt.step()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                       config.grad_clip or 1e12)
+            skipped = any_true(not bool(torch.isfinite(grad_norm)), ctx)
+            if skipped:
+                _warn_skip(step, {"grad_norm": grad_norm}, ctx)
+                opt.zero_grad(set_to_none=True)
+            else:
+                opt.step()
+        skipped_steps += skipped
         sched.step()
-        if ema is not None:
-            # early on the average would be dominated by the random initial weights
-            _update_ema(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
-        if gan_on:
-            with autocast:
-                real, fake = dnet(x), dnet(recon.detach())
-                terms["gan_d"] = hinge_d_loss(real, fake)
-                d_loss = terms["gan_d"] + config.lecam_weight * lecam(real, fake)
-            dopt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            dopt.step()
+        if loss_ok:
+            if ema is not None:
+                # early on the average would be dominated by the random initial weights
+                _update_ema(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
+            if gan_on:
+                with autocast:
+                    real, fake = dnet(x), dnet(recon.detach())
+                    terms["gan_d"] = hinge_d_loss(real, fake)
+                    d_loss = terms["gan_d"] + config.lecam_weight * lecam(real, fake)
+                dopt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                dopt.step()
+            window.append(_scalars(terms, out["metrics"], recon, x, sched.get_last_lr()[0]))
 
         done = step + 1
-        window.append(_scalars(terms, out["metrics"], recon, x, sched.get_last_lr()[0]))
-        if done % config.log_every == 0 or done == stop:
+        recent.append(skipped)
+        # a row needs values: steps whose loss was not finite add none (the same on all ranks)
+        if (done % config.log_every == 0 or done == stop) and window:
             values = mean_over_ranks(_mean(window), ctx)
             window = []
             if log is not None:
@@ -217,15 +222,27 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
             if bar is not None:
                 bar.set_postfix(loss=f"{values['loss']:.4f}", usage=f"{values['usage']:.2f}",
                                 psnr=f"{values['psnr']:.2f}")
+        if _too_many_skipped(recent, config, last=done == stop):
+            _close(bar, log)
+            raise TrainingFailed(
+                f"{run_dir}: stopped at step {done}: {sum(recent)} of the last {len(recent)} "
+                f"steps had a non-finite loss or gradient and were skipped (at most "
+                f"{config.max_skipped_fraction:g} of them may be); no model exported, last "
+                f"checkpoint kept: {ckpt.latest_checkpoint(ckpt_dir) or 'none'}. Lower lr "
+                f"or check the data")
         if ctx.main and done % config.sample_every == 0:
             save_grid(run_dir / "samples" / f"step-{done:07d}.png", x, recon)
         if done % config.checkpoint_every == 0 or done == stop:
-            _checkpoint(ckpt_dir, done, modules, optimizers, sched, config, skipped_steps, ctx)
+            try:
+                _checkpoint(ckpt_dir, done, modules, optimizers, sched, config, skipped_steps,
+                            ctx)
+            except TrainingFailed:
+                _close(bar, log)
+                raise
         if bar is not None:
             bar.update(1)
 
-    if bar is not None:
-        bar.close()
+    _close(bar, log)
     summary = {"steps_done": stop, "steps": config.steps, "skipped_steps": skipped_steps,
                "skipped_images": dataset.skipped, "world_size": ctx.world,
                "seconds": time.perf_counter() - started}
@@ -233,11 +250,17 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
         if stop == config.steps:
             (ema or model).eval().save_pretrained(run_dir / "model")
         _write_json(run_dir / "summary.json", summary)
-        log.close()
         if dataset.skipped:
             print(f"skipped {len(dataset.skipped)} unreadable images: "
                   + ", ".join(dataset.skipped))
     return summary
+
+
+def _close(bar, log: RunLog | None) -> None:
+    if bar is not None:
+        bar.close()
+    if log is not None:
+        log.close()
 
 
 def freeze_except(model: nn.Module, parts: list[str] | None) -> None:
@@ -293,6 +316,65 @@ def init_from(model: Tokenizer, directory: Path, grow: bool = False, seed: int =
     model.load_checked(state, f"TrainConfig.init: {source}, grown")
 
 
+def _restore(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any], config: TrainConfig,
+             modules: dict[str, nn.Module | None],
+             optimizers: dict[str, torch.optim.Optimizer | None], sched, rank: int
+             ) -> tuple[int, int]:
+    """Load one verified checkpoint into the run; (step, skipped steps). CheckpointError when
+    it does not fit (the newest is then passed over), ValueError when another run made it."""
+    try:
+        saved = TrainConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ckpt.CheckpointError(path, f"no valid training config ({err})") from None
+    _check_same_run(saved, config)
+    step, skipped = meta["step"], meta.get("skipped_steps")
+    if not isinstance(skipped, int) or isinstance(skipped, bool) or not 0 <= skipped <= step:
+        raise ckpt.CheckpointError(path, f"skipped_steps is {skipped!r}, not a count <= {step}")
+    schedule, expected = meta.get("scheduler"), sched.state_dict()
+    if (not isinstance(schedule, dict) or schedule.keys() != expected.keys()
+            or schedule["last_epoch"] != step):
+        raise ckpt.CheckpointError(path, f"its scheduler state does not fit (keys "
+                                         f"{', '.join(sorted(expected))} at step {step})")
+    try:
+        for name, module in modules.items():
+            if module is not None:
+                _load_module(module, name, ckpt.module_state(tensors, name))
+        for name, optim in optimizers.items():
+            if optim is not None:
+                ckpt.restore_optimizer(optim, name, tensors, meta)
+        sched.load_state_dict(schedule)
+        try:
+            ckpt.restore_rng(ckpt.module_state(tensors, f"rng.{rank}"))
+        except ValueError as err:
+            raise ValueError(f"rank {rank}: {err}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        raise ckpt.CheckpointError(path, str(err)) from None
+    return step, skipped
+
+
+def _load_module(module: nn.Module, name: str, state: dict[str, Tensor]) -> None:
+    """load_state_dict, after naming what does not fit (the names, shapes and dtypes)."""
+    expected = module.state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    extra = sorted(state.keys() - expected.keys())
+    wrong = sorted(k for k in expected.keys() & state.keys()
+                   if (state[k].shape, state[k].dtype) != (expected[k].shape, expected[k].dtype))
+    if missing or extra or wrong:
+        parts = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", extra),
+                                     ("wrong shape or dtype", wrong)) if keys]
+        raise ValueError(f"its {name} tensors do not fit ({'; '.join(parts)})")
+    module.load_state_dict(state)
+
+
+def _too_many_skipped(recent: deque[bool], config: TrainConfig, last: bool) -> bool:
+    """More than max_skipped_fraction of a full window skipped (or of a shorter run's steps,
+    at its last step)."""
+    if len(recent) < config.skip_window and not last:
+        return False
+    return sum(recent) > config.max_skipped_fraction * len(recent)
+
+
 def _check_same_run(saved: TrainConfig, now: TrainConfig) -> None:
     differ = sorted(k for k, v in saved.to_dict().items()
                     if k not in RESUME_MAY_CHANGE and now.to_dict()[k] != v)
@@ -331,6 +413,13 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 def _checkpoint(directory: Path, step: int, modules: dict[str, nn.Module | None],
                 optimizers: dict[str, torch.optim.Optimizer | None], sched, config: TrainConfig,
                 skipped_steps: int, ctx: Context) -> None:
+    bad = [name for name, m in modules.items() if m is not None and not all(
+        bool(torch.isfinite(t).all()) for t in m.state_dict().values() if t.is_floating_point())]
+    if any_true(bool(bad), ctx):
+        raise TrainingFailed(f"{directory.parent}: at step {step} the {', '.join(bad) or 'model'} "
+                             f"weights hold non-finite values; not saved: no model exported, "
+                             f"last checkpoint kept: {ckpt.latest_checkpoint(directory) or 'none'}."
+                             f" Lower lr or check the data")
     rng = [ckpt.rng_state()]
     if ctx.world > 1:
         rng = [None] * ctx.world
@@ -372,13 +461,18 @@ def load_run_model(run_dir: str | Path) -> Tokenizer:
     run_dir = Path(run_dir)
     if (run_dir / "model").is_dir():
         return Tokenizer.from_pretrained(run_dir / "model")
-    last = ckpt.latest_checkpoint(run_dir / "checkpoints")
-    if last is None:
+    if not ckpt.list_checkpoints(run_dir / "checkpoints"):
         raise ValueError(f"{run_dir}: no exported model and no checkpoint")
     info = json.loads((run_dir / "config.json").read_text())
     config = TrainConfig.from_dict(info["train"])
     model = create_tokenizer(config.preset, **config.model)
-    tensors, _ = ckpt.load_checkpoint(last)
-    state = ckpt.module_state(tensors, "ema") or ckpt.module_state(tensors, "model")
-    model.load_state_dict(state)
-    return model.eval()
+
+    def weights(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Tokenizer:
+        state = ckpt.module_state(tensors, "ema") or ckpt.module_state(tensors, "model")
+        try:
+            _load_module(model, "model", state)
+        except ValueError as err:
+            raise ckpt.CheckpointError(path, str(err)) from None
+        return model
+
+    return ckpt.load_newest(run_dir / "checkpoints", weights).eval()

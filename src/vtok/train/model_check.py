@@ -1,0 +1,151 @@
+"""Checks of a TrainConfig against the model it trains, before any work: the preset's field
+overrides (typed and bounded, so a typo cannot ask for terabytes), the model built on the meta
+device (no memory, no random numbers), and the crop size against the model's downsampling and
+the discriminator's depth."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+
+from vtok.models.presets import PRESETS, architecture_of, preset_config
+from vtok.quant import create_quantizer
+from vtok.train.config import ConfigError, TrainConfig
+
+# the largest value a --model.FIELD override may take (the published-scale presets fit well
+# inside); integer fields not named here may be up to DEFAULT_MAX
+MODEL_MAX = {
+    "latent_dim": 1024, "channels": 1024, "num_res_blocks": 16, "conv_channels": 1024,
+    "conv_num_res_blocks": 16, "conv_latent_dim": 1024, "image_size": 4096, "patch_size": 256,
+    "width": 4096, "decoder_width": 4096, "depth": 64, "decoder_depth": 64, "heads": 64,
+    "decoder_heads": 64, "num_latent_tokens": 4096, "grid_codes": 65536,
+}
+DEFAULT_MAX = 4096
+MAX_MULT, MAX_STAGES = 32, 8  # channel_mult entries and their count
+MAX_PARAMS = 1_000_000_000  # 4 GB of fp32 weights, ~16 GB with AdamW moments and the EMA
+MAX_CODEBOOK = 2**18  # codes per index (LFQ/BSQ: 2**dim)
+MAX_COPIES = 64  # quantizer_options num_quantizers (residual) and groups (grouped)
+MIN_CROP = 32  # LPIPS's AlexNet needs 31 pixels; smaller crops teach nothing useful
+
+
+def check_model(config: TrainConfig) -> None:
+    """ConfigError naming the field when the preset, a model override or the crop size cannot
+    make a model that trains within the documented bounds."""
+    try:
+        base = PRESETS.get(config.preset)()
+    except ValueError as err:
+        raise ConfigError("preset", f"TrainConfig.preset: {err}") from None
+    types = {f.name: _annotation(f.type) for f in dataclasses.fields(base)}
+    for name, value in config.model.items():
+        if name not in types:
+            raise ConfigError(f"model.{name}", f"preset {config.preset!r} has no field {name}; "
+                                               f"its fields are: {', '.join(sorted(types))}")
+        problem = _field_problem(name, types[name], value)
+        if problem:
+            raise ConfigError(f"model.{name}", f"TrainConfig.model.{name} must be {problem}, "
+                                               f"got {value!r}")
+    options = config.model.get("quantizer_options", {})
+    for name in ("num_quantizers", "groups"):  # copies of a quantizer
+        if name in options and not (isinstance(options[name], int)
+                                    and 1 <= options[name] <= MAX_COPIES):
+            raise ConfigError("model.quantizer_options", f"TrainConfig.model.quantizer_options."
+                                                         f"{name} must be an integer in [1, "
+                                                         f"{MAX_COPIES}], got {options[name]!r}")
+    try:
+        model_config = preset_config(config.preset, **config.model)
+        params, codes = _size_on_meta(model_config)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ConfigError("model", f"TrainConfig.model: the {config.preset!r} model cannot be "
+                                   f"built with {config.model}: {err}") from None
+    if params > MAX_PARAMS:
+        raise ConfigError("model", f"TrainConfig.model: {config.model} makes a model of "
+                                   f"{params:,} parameters, more than {MAX_PARAMS:,}")
+    if codes > MAX_CODEBOOK:
+        raise ConfigError("model", f"TrainConfig.model: {config.model} makes a codebook of "
+                                   f"{codes:,} codes, more than {MAX_CODEBOOK:,}")
+    _check_crop(config, model_config)
+
+
+def _size_on_meta(model_config: Any) -> tuple[int, int]:
+    """(parameters, codes per index) of the model, built on the meta device: no memory, no
+    random numbers. A quantizer that computes with its tensors while it is built (FSQ) is built
+    for real on its own, and a two-code VQ stands in for it in the model."""
+    try:
+        with torch.device("meta"):
+            model = architecture_of(model_config)(model_config)
+        return sum(p.numel() for p in model.parameters()), model.codebook_size
+    except (RuntimeError, NotImplementedError) as err:
+        if "meta" not in str(err):
+            raise
+    quantizer = create_quantizer(model_config.quantizer, dim=model_config.latent_dim,
+                                 **model_config.quantizer_options)
+    stand_in = dataclasses.replace(model_config, quantizer="vq",
+                                   quantizer_options={"codebook_size": 2})
+    with torch.device("meta"):
+        model = architecture_of(stand_in)(stand_in)
+    params = sum(p.numel() for p in model.parameters())
+    params += sum(p.numel() for p in quantizer.parameters())
+    params -= sum(p.numel() for p in model.quantizer.parameters())
+    return params, quantizer.codebook_size
+
+
+def _annotation(kind: Any) -> str:
+    """A field's annotation as written ("int", "tuple[int, ...]"), postponed or not."""
+    return kind if isinstance(kind, str) else kind.__name__ if isinstance(kind, type) \
+        else str(kind)
+
+
+def _field_problem(name: str, kind: str, value: Any) -> str | None:
+    """What `value` should be for a model field of annotation `kind`, or None if it is."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int":
+        high = MODEL_MAX.get(name, DEFAULT_MAX)
+        return None if is_int and 1 <= value <= high else f"an integer in [1, {high}]"
+    if kind == "bool":
+        return None if isinstance(value, bool) else "true or false"
+    if kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok and math.isfinite(value) else "a finite number"
+    if kind == "str":
+        return None if isinstance(value, str) else "a string"
+    if kind.startswith("tuple[int"):
+        ok = (isinstance(value, (list, tuple)) and 1 <= len(value) <= MAX_STAGES
+              and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_MULT
+                      for v in value))
+        return None if ok else (f"a list of 1 to {MAX_STAGES} integers in [1, {MAX_MULT}]")
+    if kind.startswith("dict"):
+        return None if isinstance(value, dict) else "a dict"
+    return None  # other kinds are checked by the model's own config
+
+
+def _check_crop(config: TrainConfig, model_config: Any) -> None:
+    # pixels per token cell: the patch of a 1D tokenizer, the downsampling of a 2D grid
+    cell = getattr(model_config, "patch_size", None) or getattr(model_config, "downsample", 1)
+    low = max(MIN_CROP, cell) + (-max(MIN_CROP, cell)) % cell  # smallest multiple >= MIN_CROP
+    high = 2048 - 2048 % cell
+    native = getattr(model_config, "image_size", None)
+    if native is not None:  # position tables stretch to at most 4x the native side
+        high = min(high, 4 * native - 4 * native % cell)
+    crop = config.crop_size
+    if not (low <= crop <= high and crop % cell == 0):
+        raise ConfigError("crop_size", f"TrainConfig.crop_size must be a multiple of {cell} "
+                                       f"in [{low}, {high}] for preset {config.preset!r} "
+                                       f"(it works on {cell}x{cell}-pixel cells), "
+                                       f"got {crop}")
+    if config.gan_weight > 0 and discriminator_output(crop, config.disc_layers) < 1:
+        most = max(n for n in range(1, 9) if discriminator_output(crop, n) >= 1) \
+            if discriminator_output(crop, 1) >= 1 else 0
+        raise ConfigError("disc_layers", f"TrainConfig.disc_layers must be in [1, {most}] for "
+                                         f"{crop}x{crop} crops (each layer halves them), "
+                                         f"got {config.disc_layers}")
+
+
+def discriminator_output(size: int, layers: int) -> int:
+    """Side of the PatchDiscriminator's score map for `size` pixels: 4x4 convolutions with
+    padding 1, stride 2 in the first `layers` of them, then two of stride 1."""
+    for _ in range(layers):
+        size = (size + 2 - 4) // 2 + 1
+    return size - 2
