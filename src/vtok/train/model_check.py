@@ -11,22 +11,14 @@ from typing import Any
 
 import torch
 
+from vtok.models.limits import MAX_CODEBOOK_SIZE as MAX_CODEBOOK
+from vtok.models.limits import MAX_PARAMETERS as MAX_PARAMS
 from vtok.models.presets import PRESETS, architecture_of, preset_config
 from vtok.quant import create_quantizer
 from vtok.train.config import ConfigError, TrainConfig
 
-# the largest value a --model.FIELD override may take (the published-scale presets fit well
-# inside); integer fields not named here may be up to DEFAULT_MAX
-MODEL_MAX = {
-    "latent_dim": 1024, "channels": 1024, "num_res_blocks": 16, "conv_channels": 1024,
-    "conv_num_res_blocks": 16, "conv_latent_dim": 1024, "image_size": 4096, "patch_size": 256,
-    "width": 4096, "decoder_width": 4096, "depth": 64, "decoder_depth": 64, "heads": 64,
-    "decoder_heads": 64, "num_latent_tokens": 4096, "grid_codes": 65536,
-}
-DEFAULT_MAX = 4096
-MAX_MULT, MAX_STAGES = 32, 8  # channel_mult entries and their count
-MAX_PARAMS = 1_000_000_000  # 4 GB of fp32 weights, ~16 GB with AdamW moments and the EMA
-MAX_CODEBOOK = 2**18  # codes per index (LFQ/BSQ: 2**dim)
+# the bounds of a --model.FIELD override are the model config's own (its LIMITS and LENGTHS,
+# vtok.models.limits), so that training and loading refuse the same values
 MAX_COPIES = 64  # quantizer_options num_quantizers (residual) and groups (grouped)
 MIN_CROP = 32  # LPIPS's AlexNet needs 31 pixels; smaller crops teach nothing useful
 
@@ -43,7 +35,7 @@ def check_model(config: TrainConfig) -> None:
         if name not in types:
             raise ConfigError(f"model.{name}", f"preset {config.preset!r} has no field {name}; "
                                                f"its fields are: {', '.join(sorted(types))}")
-        problem = _field_problem(name, types[name], value)
+        problem = _field_problem(name, types[name], value, type(base))
         if problem:
             raise ConfigError(f"model.{name}", f"TrainConfig.model.{name} must be {problem}, "
                                                f"got {value!r}")
@@ -98,11 +90,12 @@ def _annotation(kind: Any) -> str:
         else str(kind)
 
 
-def _field_problem(name: str, kind: str, value: Any) -> str | None:
+def _field_problem(name: str, kind: str, value: Any, config_class: Any) -> str | None:
     """What `value` should be for a model field of annotation `kind`, or None if it is."""
     is_int = isinstance(value, int) and not isinstance(value, bool)
+    limits, lengths = config_class.LIMITS, config_class.LENGTHS
     if kind == "int":
-        high = MODEL_MAX.get(name, DEFAULT_MAX)
+        high = limits[name]
         return None if is_int and 1 <= value <= high else f"an integer in [1, {high}]"
     if kind == "bool":
         return None if isinstance(value, bool) else "true or false"
@@ -112,10 +105,11 @@ def _field_problem(name: str, kind: str, value: Any) -> str | None:
     if kind == "str":
         return None if isinstance(value, str) else "a string"
     if kind.startswith("tuple[int"):
-        ok = (isinstance(value, (list, tuple)) and 1 <= len(value) <= MAX_STAGES
-              and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_MULT
+        most, high = lengths[name], limits[name]
+        ok = (isinstance(value, (list, tuple)) and 1 <= len(value) <= most
+              and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= high
                       for v in value))
-        return None if ok else (f"a list of 1 to {MAX_STAGES} integers in [1, {MAX_MULT}]")
+        return None if ok else (f"a list of 1 to {most} integers in [1, {high}]")
     if kind.startswith("dict"):
         return None if isinstance(value, dict) else "a dict"
     return None  # other kinds are checked by the model's own config
