@@ -93,14 +93,28 @@ def test_encode_takes_folders_recursively_and_mirrors_them(tokenizers, images, c
     assert "empty: no images in this folder" in capsys.readouterr().err
 
 
+def test_decoded_names_never_collide(tmp_path):
+    import argparse
+
+    from vtok.cli.decode_cmd import _outputs
+
+    args = argparse.Namespace(out=tmp_path / "o", input=tmp_path / "in.vtok")
+    outputs = _outputs(args, ["in-1", "", "A", "a", "b"])
+    assert len({p.name.casefold() for p in outputs}) == 5
+    assert [p.name for p in outputs[:3]] == ["in-1.png", "in-6.png", "A.png"]
+    assert all(p.parent == tmp_path / "o" for p in outputs)
+
+
 def test_image_names_are_made_valid():
     from vtok.codec.container import MAX_NAME, image_name
 
     assert image_name("holiday photo") == "holiday photo"
     assert image_name("a\\b\tc") == "a_b_c"
-    assert image_name("..") == "_"
+    assert image_name("..") == "_.."
     assert len(image_name("ü" * 300).encode()) <= MAX_NAME
-    assert image_name("bad\udcff") == "bad?"
+    assert image_name("bad\udcff") == "bad_"
+    assert image_name("C:evil") == "C_evil" and image_name("con") == "_con"
+    assert image_name("a\u202eb\x85") == "a_b_"
 
 
 def test_decode_refuses_another_tokenizer_and_corrupt_files(tokenizers, images, capsys):

@@ -81,7 +81,8 @@ def test_version_1_files_still_read():
 
 def test_names_frames_and_priors_are_checked_on_write():
     good = _golden_file()
-    for name in ("a/b", "..", "tab\there", "x" * 256, "\\server"):
+    for name in ("a/b", "..", "tab\there", "x" * 256, "\\server", "C:x", "NUL", "com1.txt",
+                 "a\u202eb"):
         good.images[0].name = name
         with pytest.raises(ValueError, match="image name"):
             good.to_bytes()

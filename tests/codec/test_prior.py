@@ -195,6 +195,14 @@ def test_prior_files_round_trip_and_tampering_is_refused(grid_prior, tmp_path):
     save_file(tensors, tmp_path / "prior.safetensors")
     with pytest.raises(ValueError, match="act exceeds its bound"):
         IntegerPrior.load(tmp_path)
+    tensors["act"][0] = -32768  # abs() of a type's most negative value stays negative
+    save_file(tensors, tmp_path / "prior.safetensors")
+    with pytest.raises(ValueError, match="act exceeds its bound"):
+        IntegerPrior.load(tmp_path)
+    meta = json.loads((tmp_path / "prior.json").read_text())
+    (tmp_path / "prior.json").write_text(json.dumps({**meta, "slots": 4}))
+    with pytest.raises(ValueError, match="a grid prior reads 6 neighbours, got slots=4"):
+        IntegerPrior.load(tmp_path)
     TokenPrior(PriorConfig(16, "grid", "00000000000000aa")).save(tmp_path / "float")
     with pytest.raises(ValueError, match="not an integer prior"):
         IntegerPrior.load(tmp_path / "float")

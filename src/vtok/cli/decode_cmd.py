@@ -68,12 +68,18 @@ def _outputs(args: argparse.Namespace, names: list[str]) -> list[Path]:
         return [args.out]
     if len(names) == 1:
         return [args.out / f"{args.input.stem}.png"]
-    taken: set[str] = set()
+    taken: set[str] = set()  # case-folded: A.png and a.png are one file on macOS and Windows
     outputs = []
     for i, name in enumerate(names):
-        stem = name if name and name not in taken else f"{args.input.stem}-{i}"
-        taken.add(stem)
-        outputs.append(args.out / f"{stem}.png")
+        stem = name if name else f"{args.input.stem}-{i}"
+        n = i
+        while stem.casefold() in taken:
+            stem, n = f"{args.input.stem}-{n}", n + len(names)
+        taken.add(stem.casefold())
+        out = args.out / f"{stem}.png"
+        if out.resolve().parent != args.out.resolve():  # names are checked; this is a backstop
+            raise ValueError(f"image {i}: its name {name!r} leaves the output folder")
+        outputs.append(out)
     return outputs
 
 

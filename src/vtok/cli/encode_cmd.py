@@ -105,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         coders = [coder] if args.coding or coding == "raw" else [
             coder, make_coder("raw", tok, directory)]
         found = _expand(args.inputs)
+        from vtok.codec.container import MAX_IMAGES
+
+        if args.out.suffix == ".vtok" and not args.out.is_dir() and len(found) > MAX_IMAGES:
+            raise ValueError(f"{len(found)} images cannot share one .vtok file (at most "
+                             f"{MAX_IMAGES}); give a folder as -o")
     except ValueError as err:
         print(f"vtok encode: {err}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import struct
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,15 +197,32 @@ def _check_time(frames: int, fps: tuple[int, int]) -> None:
         raise ValueError(f"a clip of {frames} frames needs a frame rate above 0")
 
 
+def _bad_char(ch: str) -> bool:
+    """Path separators, characters Windows refuses in names, control and format characters
+    (bidi overrides among them)."""
+    return ch in '/\\:<>"|?*' or unicodedata.category(ch) in ("Cc", "Cf", "Cs")
+
+
+def _reserved(name: str) -> bool:
+    """'.', '..' and the device names Windows reserves (CON, NUL, COM1, ...)."""
+    stem = name.split(".")[0].upper()
+    return name in (".", "..") or stem in _WINDOWS_DEVICES
+
+
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
+                    *(f"LPT{i}" for i in range(10))}
+
+
 def image_name(text: str) -> str:
-    """`text` (a file stem, say) made a valid image name: path separators and control
-    characters become '_', and it is cut to at most MAX_NAME bytes of UTF-8."""
-    name = "".join("_" if ch in "/\\" or ord(ch) < 32 or ord(ch) == 127 else ch
-                   for ch in text)
-    name = name.encode("utf-8", "replace").decode("utf-8", "replace")
+    """`text` (a file stem, say) made a valid image name: separators, characters Windows
+    refuses and control characters become '_', reserved names get a '_' prefix, and it is cut
+    to at most MAX_NAME bytes of UTF-8."""
+    name = "".join("_" if _bad_char(ch) else ch for ch in text)
+    if _reserved(name):
+        name = "_" + name
     while len(name.encode("utf-8")) > MAX_NAME:
         name = name[:-1]
-    return "_" if name in (".", "..") else name
+    return name
 
 
 def _check_name(name: str) -> bytes:
@@ -214,9 +232,9 @@ def _check_name(name: str) -> bytes:
     data = name.encode("utf-8")
     if len(data) > MAX_NAME:
         raise ValueError(f"image name is {len(data)} bytes, more than {MAX_NAME}")
-    if name in (".", "..") or any(ch in "/\\" or ord(ch) < 32 or ord(ch) == 127
-                                  for ch in name):
-        raise ValueError(f"image name {name!r} holds a path separator or control character")
+    if _reserved(name) or any(_bad_char(ch) for ch in name):
+        raise ValueError(f"image name {name!r} is reserved or holds a path separator, a "
+                         f"character Windows refuses or a control character")
     return data
 
 

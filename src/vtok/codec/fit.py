@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from vtok.codec.entropy import EntropyCoder
-from vtok.codec.intprior import IntegerPrior, quantize_prior
+from vtok.codec.intprior import MAX_CODEBOOK, IntegerPrior, quantize_prior
 from vtok.codec.prior import PriorConfig, train_prior
 from vtok.models.base import Tokenizer
 
@@ -71,6 +71,8 @@ def fit_prior(tok: Tokenizer, train: Tensor, held_out: Sequence[Tensor], steps: 
               seed: int = 0, progress: bool = False) -> tuple[IntegerPrior, PriorFit]:
     """Fit and convert a prior on `train` crops `[N, 3, S, S]`; measure on `held_out` images
     (each `[3, H, W]`, any size)."""
+    if not held_out:
+        raise ValueError("fit_prior needs at least one held-out image to measure on")
     started = time.time()
     train_tokens = tokens_of(tok, train, progress=progress)
     config = prior_config(tok, train_tokens)
@@ -86,7 +88,7 @@ def fit_prior(tok: Tokenizer, train: Tensor, held_out: Sequence[Tensor], steps: 
         coded += len(coder.encode(indices[0].numpy())) * 8
         ideal += prior.bits(indices).item()
         count += indices.numel()
-    n = max(1, len(held_out))
+    n = len(held_out)
     report = PriorFit(len(train), len(held_out), count / n, raw_bits / n, coded / n, ideal / n,
                       steps, (time.time() - started) / 60)
     return integer, report
@@ -97,8 +99,8 @@ def check_codable(tok: Tokenizer) -> None:
     if tok.quantizer.num_codebooks != 1:
         raise ValueError(f"token priors code one index per token; this tokenizer has "
                          f"{tok.quantizer.num_codebooks} (use raw coding)")
-    if not 2 <= tok.codebook_size <= 1 << 16:
-        raise ValueError(f"token priors code 2 to 65536 codes; this tokenizer has "
+    if not 2 <= tok.codebook_size <= MAX_CODEBOOK:
+        raise ValueError(f"token priors code 2 to {MAX_CODEBOOK} codes; this tokenizer has "
                          f"{tok.codebook_size} (use raw coding)")
 
 

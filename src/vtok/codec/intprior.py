@@ -7,7 +7,9 @@ small integers carried in float64 (each partial sum stays below 2**53, so any su
 thread count, batch shape, CPU or GPU gives the same exact result), fixed-point rescaling by an
 integer multiplier and a floor shift, and activations and exponentials read from tables that
 are stored in the file rather than computed. The coding frequencies are normalised to a total
-of 2**24 in int64, so the range coder sees the same integers wherever the file is read.
+of 2**24 in int64, so the range coder is handed the same integers wherever the file is read
+(constriction turns them into its own 24-bit model by fixed IEEE double operations, the same on
+every machine).
 
 The network, for one token with context symbols c_1..c_S (and position p for sequences):
 
@@ -35,7 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from vtok.codec.prior import PriorConfig, TokenPrior
+from vtok.codec.prior import GRID_NEIGHBOURS, PriorConfig, TokenPrior
 from vtok.files import atomic_write, atomic_write_text
 
 FORMAT = "vtok-integer-prior"
@@ -76,6 +78,9 @@ class IntegerPriorConfig:
         if not 2 <= self.codebook_size <= MAX_CODEBOOK:
             raise ValueError(f"a token prior codes 2 to {MAX_CODEBOOK} codes, "
                              f"got {self.codebook_size}")
+        if self.layout == "grid" and self.slots != len(GRID_NEIGHBOURS):
+            raise ValueError(f"a grid prior reads {len(GRID_NEIGHBOURS)} neighbours, "
+                             f"got slots={self.slots}")
         if self.slots > 64 or self.hidden > 4096 or self.max_len > 1 << 20:
             raise ValueError(f"prior too large: {self.slots} slots, hidden {self.hidden}, "
                              f"max_len {self.max_len} (at most 64, 4096, 2**20)")
@@ -200,14 +205,12 @@ class IntegerPrior:
             raise ValueError(f"prior tensors must be {sorted(shapes)}, got {sorted(tensors)}")
         for name, shape in shapes.items():
             t = tensors[name]
-            if tuple(t.shape) != shape or t.is_floating_point():
+            if tuple(t.shape) != shape or t.is_floating_point() or t.dtype == torch.bool:
                 raise ValueError(f"prior tensor {name} must be integer {shape}, "
                                  f"got {t.dtype} {tuple(t.shape)}")
-        bound = {"table": 1 << 40, "bias1": 1 << 40, "act": ACT_MAX, "w2": WEIGHT_MAX,
-                 "w3": WEIGHT_MAX, "m2": 1 << 30, "m3": 1 << 30, "c2": 1 << 62, "c3": 1 << 62,
-                 "exp2": 1 << TOTAL_BITS}
-        for name, limit in bound.items():
-            if int(tensors[name].abs().max()) > limit:
+        for name, limit in _BOUND.items():  # min and max: abs() of the most negative overflows
+            t = tensors[name].to(torch.int64)
+            if int(t.min()) < -limit or int(t.max()) > limit:
                 raise ValueError(f"prior tensor {name} exceeds its bound {limit}")
         if int(tensors["exp2"].min()) < 1:
             raise ValueError("prior tensor exp2 must be >= 1")
@@ -215,6 +218,11 @@ class IntegerPrior:
             raise ValueError(f"hidden width {c.hidden} is too wide for exact arithmetic")
 
 
+# the largest magnitude of each tensor: they keep every intermediate an exact integer (float64
+# products below 2**52, int64 rescaling below 2**62) and fit the stored integer types
+_BOUND = {"table": (1 << 31) - 1, "bias1": (1 << 31) - 1, "act": ACT_MAX, "w2": WEIGHT_MAX,
+          "w3": WEIGHT_MAX, "m2": 1 << 30, "m3": 1 << 30, "c2": 1 << 60, "c3": 1 << 60,
+          "exp2": 1 << TOTAL_BITS}
 _STORED = {"table": torch.int32, "bias1": torch.int32, "act": torch.int16, "w2": torch.int8,
            "w3": torch.int8, "m2": torch.int64, "m3": torch.int64, "c2": torch.int64,
            "c3": torch.int64, "exp2": torch.int32}
@@ -232,8 +240,8 @@ def _rescale(acc: Tensor, m: Tensor, c: Tensor) -> Tensor:
 
 def _hash(config: IntegerPriorConfig, tensors: dict[str, Tensor]) -> str:
     h = hashlib.sha256(FORMAT.encode())
-    # the probabilities, not which tokenizer they are bound to: a prior moved to a tokenizer
-    # that tokenizes identically (a decoder-only fine-tune) keeps its id and its files decode
+    # the probabilities, not which tokenizer they are bound to (a prior re-bound to a tokenizer
+    # that tokenizes identically, after a decoder-only fine-tune, keeps its id)
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "tokenizer_id"}
     h.update(json.dumps(fields, sort_keys=True).encode())
     for name in _TENSORS:

@@ -35,6 +35,9 @@ def make_coder(coding: str, tok: Tokenizer, directory: Path | None) -> Coder:
                          f"{PRIOR_STEM}.safetensors) in the tokenizer folder {directory}; "
                          f"use --coding raw or make one with `vtok prior {directory}`")
     prior = IntegerPrior.load(directory, PRIOR_STEM)
+    if prior.config.codebook_size != tok.codebook_size:
+        raise ValueError(f"the token prior in {directory} models {prior.config.codebook_size} "
+                         f"codes; the tokenizer has {tok.codebook_size}")
     if prior.config.tokenizer_id != tok.tokenizer_id:
         raise ValueError(f"the token prior in {directory} was trained for tokenizer "
                          f"{prior.config.tokenizer_id}, not {tok.tokenizer_id}")

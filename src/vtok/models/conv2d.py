@@ -151,8 +151,10 @@ class ConvTokenizer(Tokenizer):
 
     def _tiles_pay(self, h: int, w: int) -> bool:
         """Tile a grid of h x w cells? Only when a side exceeds the tile size and the grid is
-        larger than the statistics sample (which would hold, and compute, all of it)."""
-        return max(h, w) > self._tile_cells() and h * w > self._sample_cells()
+        larger than the statistics sample (which would hold, and compute, all of it), and never
+        with self-attention, whose reach a halo cannot bound."""
+        return (not self.config.attention and max(h, w) > self._tile_cells()
+                and h * w > self._sample_cells())
 
     def _tile_cells(self) -> int:
         return max(1, self.tile_size // self.config.downsample)
