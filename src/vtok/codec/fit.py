@@ -117,5 +117,6 @@ def summary(report: PriorFit) -> str:
     return (f"held-out: {report.held_out_images} images, {report.tokens_per_image:.0f} tokens "
             f"each; raw {report.raw_bits:.0f} bits, entropy coded {report.coded_bits:.0f} "
             f"bits per image ({report.saving:.1%} fewer; the float prior's ideal length "
-            f"{report.float_ideal_bits:.0f}, so the integer conversion costs "
+            f"{report.float_ideal_bits:.0f}, so the integer conversion and the range coder's "
+            f"termination together cost "
             f"{report.conversion_cost:+.2%})")

@@ -66,9 +66,12 @@ def save_checkpoint(directory: Path, step: int, modules: dict[str, dict[str, Ten
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for path in list_checkpoints(directory):
-        # newer ones were damaged (a resume fell back past them): this run has replaced them
+        # newer ones were passed over by a resume (damaged, unreadable then or not fitting):
+        # set them aside under a name no resume reads, rather than delete what may be intact
         if _step_of(path) > step:
-            shutil.rmtree(path, ignore_errors=True)
+            aside = directory / f"passed-over-{path.name}"
+            shutil.rmtree(aside, ignore_errors=True)
+            path.rename(aside)
     for old in list_checkpoints(directory)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -107,7 +110,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise CheckpointError(path, f"{STATE} has no optimizer settings")
     if not (path / TENSORS).is_file():
         raise CheckpointError(path, f"no {TENSORS}")
-    if TENSORS_SUM in meta and meta[TENSORS_SUM] != file_sha256(path / TENSORS):
+    try:
+        tensors_sum = file_sha256(path / TENSORS)
+    except OSError as err:
+        raise CheckpointError(path, f"{TENSORS} cannot be read ({err})") from None
+    if TENSORS_SUM in meta and meta[TENSORS_SUM] != tensors_sum:
         raise CheckpointError(path, f"{TENSORS} does not match the checksum in {STATE} "
                                     f"(truncated or overwritten)")
     try:
