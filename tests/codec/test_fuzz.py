@@ -2,6 +2,7 @@
 
 import importlib.util
 import random
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "fuzz_vtok.py"
@@ -10,6 +11,7 @@ SCRIPT = Path(__file__).parents[2] / "scripts" / "fuzz_vtok.py"
 def _script():
     spec = importlib.util.spec_from_file_location("fuzz_vtok", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["fuzz_vtok"] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
