@@ -82,7 +82,7 @@ def test_shipped_tokens_round_trip_through_a_vtok_file(name, val_photo, tmp_path
         sizes[coding] = path.stat().st_size
     bits = (tok.codebook_size - 1).bit_length()
     payload = -(-tokens.num_tokens * bits // 8)
-    header = 29 + 18 + 4 * len(tokens.token_shape) + 4  # file header, image entry, CRC
+    header = 37 + 19 + 4 * len(tokens.token_shape) + 4  # file header, unnamed still image, CRC
     assert sizes["raw"] == header + payload
     assert sizes["entropy"] < sizes["raw"]
 
