@@ -156,8 +156,11 @@ def _training_codes(config: DistillConfig, teacher: Tokenizer, run: Path) -> dic
             return load_file(str(cache))
     items = image_items(config.data if config.data else photo_paths("train", config.cache))
     crops = RandomCrops(items, config.crop_size, seed=config.seed, min_scale=config.min_scale)
+    from tqdm import tqdm
+
     grids, codes = [], []
-    for start in range(0, config.crops, 64):
+    starts = range(0, config.crops, 64)  # the teacher's pass takes minutes: show it
+    for start in tqdm(starts, desc="teacher codes", unit="batch", disable=not config.progress):
         images = torch.stack([crops[i] for i in range(start, min(config.crops, start + 64))])
         g, c = teacher_codes(teacher, images)
         grids.append(g)
