@@ -3,7 +3,7 @@
 Importing `vtok` is cheap; the subpackages (`vtok.quant`, ...) import torch when used.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__", "create_quantizer", "create_tokenizer", "list_pretrained", "load"]
 _LAZY = {
