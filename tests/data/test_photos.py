@@ -15,8 +15,12 @@ def test_committed_manifest_is_well_formed():
     entries = load_manifest()
     names = [e["name"] for e in entries]
     assert len(names) == len(set(names)) >= 40
-    assert {e["split"] for e in entries} == {"train", "val"}
+    assert {e["split"] for e in entries} == {"train", "val", "test"}
     assert sum(e["split"] == "val" for e in entries) >= 10
+    assert sum(e["split"] == "test" for e in entries) >= 20
+    assert len({e["sha256"] for e in entries}) == len(entries)  # no photo in two splits
+    bundled = [e for e in entries if "member" in e]
+    assert len(bundled) >= 100 and all(e["licence"] and min(e["size"]) >= 512 for e in bundled)
     assert all(re.fullmatch(r"[0-9a-f]{64}", e["sha256"]) for e in entries)
     assert all(e["kind"] in ("pip", "deb") for e in entries)
     val = [e for e in entries if e["split"] == "val"]
@@ -99,8 +103,8 @@ def test_photo_paths_reads_what_prepare_gathered(tmp_path, fake_package, monkeyp
     assert prepare(tmp_path, manifest).ok
     assert photo_paths("val", cache=tmp_path) == [tmp_path / "photos" / "val" / "fake-good.png"]
     assert photo_paths("train", cache=tmp_path) == []
-    with pytest.raises(ValueError, match="split must be one of train, val"):
-        photo_paths("test", cache=tmp_path)
+    with pytest.raises(ValueError, match="split must be one of train, val, test"):
+        photo_paths("holdout", cache=tmp_path)
 
 
 @pytest.mark.slow
@@ -108,3 +112,27 @@ def test_prepare_the_real_default_set(tmp_path):
     report = prepare(tmp_path)
     assert report.ok, report.summary()
     assert len(list((tmp_path / "photos" / "val").iterdir())) >= 10
+
+
+def test_photos_inside_a_resource_bundle_are_extracted_and_damage_is_reported(tmp_path):
+    import io
+
+    from tests.data.test_qrc import build
+
+    rng = np.random.default_rng(1)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+    photo = buf.getvalue()
+    unpacked = tmp_path / "packages" / "fake-deb"  # as `prepare` leaves an unpacked package
+    (unpacked / "rcc").mkdir(parents=True)
+    (unpacked / ".complete").touch()
+    (unpacked / "rcc" / "a.rcc").write_bytes(build({"img": {"p.png": photo}}, 2))
+    (unpacked / "rcc" / "bad.rcc").write_bytes(b"qres" + bytes(40))
+    entry = {"name": "bundled.png", "kind": "deb", "package": "fake-deb", "path": "rcc/a.rcc",
+             "member": "img/p.png", "sha256": hashlib.sha256(photo).hexdigest(), "split": "test"}
+    broken = {**entry, "name": "broken.png", "path": "rcc/bad.rcc"}
+    report = prepare(tmp_path, [entry, broken])
+    assert report.copied == ["bundled.png"]
+    assert (tmp_path / "photos" / "test" / "bundled.png").read_bytes() == photo
+    (name, why), = report.skipped
+    assert name == "broken.png" and "bad.rcc: resource format version 0" in why

