@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 import time
@@ -55,6 +54,7 @@ from vtok.eval.classifier import (
     top1_agreement,
 )
 from vtok.files import atomic_write_text
+from vtok.train import core
 from vtok.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -145,19 +145,13 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def lr_factor(step: int, warmup: int, steps: int) -> float:
     """Linear warmup, then cosine decay to 1% of the peak at the last step."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+    return core.lr_factor(step, steps, warmup, min_ratio=0.01)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     # decay matrices only: biases, norms, position embeddings and the CLS token stay free
-    skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay, free = [], []
-    for name, p in model.named_parameters():
-        (free if p.ndim <= 1 or name in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": free, "weight_decay": 0.0}]
+    skip = getattr(model, "no_weight_decay", lambda: set())()
+    return core.param_groups(model, weight_decay, no_decay=skip)
 
 
 def augment(images: Tensor, args: argparse.Namespace) -> Tensor:
@@ -315,11 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     val = ScoreSet(teacher, args.eval_crops, args.min_scale, device)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 \
         else nullcontext
-    bar = None
-    if args.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=args.steps, initial=start, desc="distil ViT", unit="step")
+    bar = core.progress_bar(args.progress, args.steps, "distil ViT", initial=start)
     student.train()
     segment_start, losses, timer = time.time(), [], None
     step = start

@@ -130,12 +130,14 @@ def train_prior(tokens: Tensor, config: PriorConfig, steps: int = 2000, batch_si
     """Fit a TokenPrior to `[N, *shape]` token tensors by maximum likelihood (AdamW, cosine)."""
     from tqdm import tqdm
 
+    from vtok.train.core import lr_factor
+
     torch.manual_seed(seed)
     prior = TokenPrior(config).train()
     opt = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=1e-4)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, s / steps))))
+    warm = max(1, steps // 20)  # a ramp over the first 5 % of a cosine spanning the run
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, steps, warm, overlap=True))
     gen = torch.Generator().manual_seed(seed)
     for _ in tqdm(range(steps), desc="train prior", disable=not progress):
         batch = tokens[torch.randint(len(tokens), (batch_size,), generator=gen)]

@@ -17,7 +17,6 @@ One process; checkpoints every `save_every` steps and `resume=True` continues fr
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -40,6 +39,7 @@ from vtok.files import atomic_write, atomic_write_text
 from vtok.models import Tokenizer, create_tokenizer, load
 from vtok.models.titok import TiTokTokenizer
 from vtok.train import checkpoint as ckpt
+from vtok.train import core
 from vtok.train.logs import RunLog
 
 TEACHER_CACHE = "teacher-codes.safetensors"
@@ -220,10 +220,7 @@ def code_loss(model: TiTokTokenizer, grids: Tensor, codes: Tensor, k: int,
 
 
 def _lr(step: int, config: DistillConfig) -> float:
-    if step < config.warmup:
-        return (step + 1) / config.warmup
-    t = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    return core.lr_factor(step, config.steps, config.warmup, config.min_lr_ratio)
 
 
 VAL_COUNTS = (8, 32, 128)
@@ -265,12 +262,10 @@ def distill(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
     teacher = load(config.teacher).eval()
     model = student_from_teacher(config, teacher).train()
-    ema = copy.deepcopy(model).requires_grad_(False)
+    ema = core.ema_copy(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
-         {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(core.param_groups(model, config.weight_decay), lr=config.lr,
+                            betas=(0.9, 0.99))
     start, seconds = 0, 0.0
     last = ckpt.latest_checkpoint(run / "checkpoints") if resume else None
     if last is not None:
@@ -286,11 +281,7 @@ def distill(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
     data = _training_codes(config, teacher, run)
     val = _val_codes(config, teacher)
     log = RunLog(run)
-    bar = None
-    if config.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.steps, initial=start, desc="distill", unit="step")
+    bar = core.progress_bar(config.progress, config.steps, "distill", initial=start)
     began, rows = time.time(), []
     stop = config.stop_at or config.steps
     for step in range(start, stop):
@@ -309,12 +300,7 @@ def distill(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
         opt.step()
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - decay)
-            for e, b in zip(ema.buffers(), model.buffers()):
-                e.copy_(b)
+        core.update_ema(ema, model, step, config.ema_decay)
         rows.append({"loss": loss.item(), "tokens": k, **metrics})
         if bar is not None:
             bar.update(1)

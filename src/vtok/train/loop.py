@@ -7,9 +7,7 @@ so `resume` continues exactly where an interrupted run stopped.
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import time
 import warnings
 from collections import deque
@@ -25,13 +23,15 @@ from torch.utils.data import DataLoader
 from vtok.data.datasets import RandomCrops, image_items
 from vtok.data.photos import photo_paths
 from vtok.files import atomic_write_text
-from vtok.losses.gan import LeCam, PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
+from vtok.losses.gan import LeCam, PatchDiscriminator
 from vtok.losses.perceptual import LPIPS
+from vtok.losses.total import LossWeights, critic_loss, generator_loss
 from vtok.models import Tokenizer, create_tokenizer
 from vtok.models.base import WEIGHTS_FILE, read_config
 from vtok.models.presets import tokenizer_dir
 from vtok.quant.vq import VectorQuantizer
 from vtok.train import checkpoint as ckpt
+from vtok.train import core
 from vtok.train.config import TrainConfig
 from vtok.train.distributed import Context, any_true, mean_over_ranks, setup, teardown
 from vtok.train.logs import RunLog, save_grid
@@ -65,17 +65,7 @@ class StepBatches:
 
 def lr_factor(step: int, config: TrainConfig) -> float:
     """Linear warmup, then cosine decay to min_lr_ratio at the last step."""
-    if step < config.warmup:
-        return (step + 1) / config.warmup
-    span = max(1, config.steps - config.warmup)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - config.warmup) / span)))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return core.lr_factor(step, config.steps, config.warmup, config.min_lr_ratio)
 
 
 def training_items(config: TrainConfig):
@@ -106,14 +96,14 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
         init_from(model, Path(config.init), grow=config.grow_codebook, seed=config.seed)
     model = model.to(device).train()
     freeze_except(model, config.train_only)
-    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
+    ema = core.ema_copy(model) if config.ema_decay > 0 else None
     disc = lecam = None
     if config.gan_weight > 0:
         disc = PatchDiscriminator(config.disc_channels, config.disc_layers).to(device)
         lecam = LeCam().to(device)
     lpips = (LPIPS(config.lpips_net, cache=config.cache).to(device)
              if config.lpips_weight > 0 else None)
-    opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
+    opt = torch.optim.AdamW(core.param_groups(model, config.weight_decay), lr=config.lr,
                             betas=(config.beta1, config.beta2))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))
     dopt = (torch.optim.AdamW(disc.parameters(), lr=config.disc_lr, betas=(0.5, 0.9))
@@ -151,7 +141,11 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
                                               "architecture": model.architecture,
                                               "world_size": ctx.world})
     log = RunLog(run_dir, start) if ctx.main else None  # drops rows logged after `start`
-    bar = _progress(ctx, config, start, stop)
+    bar = core.progress_bar(ctx.main and config.progress, stop - start,
+                            f"train {config.preset}")
+    weights = LossWeights(l1=config.l1_weight, l2=config.l2_weight,
+                          lpips=config.lpips_weight, gan=config.gan_weight,
+                          lecam=config.lecam_weight)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=config.bf16 if config.bf16 is not None
                               else device.type == "cuda")
@@ -163,22 +157,9 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
         gan_on = disc is not None and step >= config.gan_start
         with autocast:
             out = net(x)
-            recon = out["recon"].float()
-            terms = {"l1": (recon - x).abs().mean(), "l2": (recon - x).pow(2).mean()}
-            rec = config.l1_weight * terms["l1"] + config.l2_weight * terms["l2"]
-            if lpips is not None:
-                terms["lpips"] = lpips(recon, x).mean()
-                rec = rec + config.lpips_weight * terms["lpips"]
-            terms["quant"] = out["quant_loss"]
-            total = rec + out["quant_loss"]
-            if disc is not None:  # logged from the start so the CSV keeps one set of columns
-                terms["gan_g"] = terms["gan_d"] = torch.zeros((), device=device)
-            if gan_on:
-                disc.requires_grad_(False)  # the generator step must not train the critic
-                terms["gan_g"] = hinge_g_loss(disc(recon))
-                weight = adaptive_weight(rec, terms["gan_g"], model.last_layer())
-                total = total + config.gan_weight * weight * terms["gan_g"]
-                disc.requires_grad_(True)
+            total, terms, recon = generator_loss(
+                x, out, weights, lpips, disc, gan_on,
+                model.last_layer() if gan_on else None)
         loss_ok = not any_true(not bool(torch.isfinite(total)), ctx)
         skipped = not loss_ok
         if not loss_ok:
@@ -198,13 +179,10 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
         sched.step()
         if loss_ok:
             if ema is not None:
-                # early on the average would be dominated by the random initial weights
-                _update_ema(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
+                core.update_ema(ema, model, step, config.ema_decay)
             if gan_on:
                 with autocast:
-                    real, fake = dnet(x), dnet(recon.detach())
-                    terms["gan_d"] = hinge_d_loss(real, fake)
-                    d_loss = terms["gan_d"] + config.lecam_weight * lecam(real, fake)
+                    d_loss, terms["gan_d"] = critic_loss(dnet, lecam, x, recon, weights)
                 dopt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 dopt.step()
@@ -383,15 +361,6 @@ def _check_same_run(saved: TrainConfig, now: TrainConfig) -> None:
                          f"(the checkpoint was made with other values)")
 
 
-@torch.no_grad()
-def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        if p.requires_grad:  # frozen parts stay bit-identical (a lerp could move them an ulp)
-            e.lerp_(p, 1 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)  # codebooks, EMA statistics, counters: take the live values
-
-
 def _scalars(terms: dict[str, Tensor], metrics: dict[str, float], recon: Tensor, x: Tensor,
              lr: float) -> dict[str, float]:
     with torch.no_grad():
@@ -441,14 +410,6 @@ def _warn_skip(step: int, terms: dict[str, Tensor], ctx: Context) -> None:
         shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         warnings.warn(f"step {step + 1}: non-finite loss or gradient ({shown}); step skipped",
                       stacklevel=2)
-
-
-def _progress(ctx: Context, config: TrainConfig, start: int, stop: int):
-    if not (ctx.main and config.progress):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=stop - start, initial=0, desc=f"train {config.preset}", unit="step")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
