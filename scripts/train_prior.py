@@ -17,13 +17,8 @@ import json
 import re
 import sys
 
-import torch
-
 import vtok
-from vtok.codec.fit import check_codable, fit_prior, summary, write_prior
-from vtok.data.datasets import RandomCrops, center_crop, image_items
-from vtok.data.images import read_image
-from vtok.data.photos import photo_paths
+from vtok.codec.fit import check_codable, fit_prior, prior_images, summary, write_prior
 from vtok.models.presets import tokenizer_dir
 
 
@@ -37,10 +32,7 @@ def main() -> int:
     directory = tokenizer_dir(args.name)
     tok = vtok.load(args.name)
     check_codable(tok)
-    crops = RandomCrops(image_items(photo_paths("train")), 256, seed=args.seed + 1,
-                        min_scale=0.5)
-    train = torch.stack([crops[i] for i in range(args.crops)])
-    held = [center_crop(read_image(p), 256) for p in photo_paths("val")]
+    train, held = prior_images(None, None, args.crops, 256, args.seed)
     prior, report = fit_prior(tok, train, held, steps=args.steps, seed=args.seed,
                               progress=True)
     print(json.dumps({"prior_id": prior.prior_id, **report.to_dict()}, indent=2))

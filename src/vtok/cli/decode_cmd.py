@@ -53,12 +53,9 @@ def _check_file(vfile, tok) -> None:
     if total > MAX_TOTAL_PIXELS:
         raise ValueError(f"declares {total} pixels in all; vtok decode decodes at most "
                          f"{MAX_TOTAL_PIXELS} per file")
-    for i, image in enumerate(vfile.images):
-        try:
-            tok.check_tokens(image.image_size, image.token_shape, vfile.depth,
-                             vfile.codebook_size)
-        except ValueError as err:
-            raise ValueError(f"image {i}: {err}") from None
+    from vtok.codec.tokens_file import check_file_tokens
+
+    check_file_tokens(vfile, tok)
 
 
 def _outputs(args: argparse.Namespace, names: list[str]) -> list[Path]:

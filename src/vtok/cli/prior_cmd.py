@@ -38,31 +38,10 @@ def _check(args: argparse.Namespace) -> None:
                              f"got {value}")
 
 
-def _images(args: argparse.Namespace):
-    """(training crops [N, 3, S, S], held-out images)."""
-    import torch
-
-    from vtok.data.datasets import RandomCrops, center_crop, image_items
-    from vtok.data.images import read_image
-    from vtok.data.photos import photo_paths
-
-    source = args.data if args.data is not None else photo_paths("train")
-    crops = RandomCrops(image_items(source), args.crop_size, seed=args.seed + 1, min_scale=0.5)
-    train = torch.stack([crops[i] for i in range(args.crops)])
-    if args.held_out is not None:
-        held = [item.read() for item in image_items(args.held_out)]
-    elif args.data is None:
-        held = [center_crop(read_image(p), args.crop_size) for p in photo_paths("val")]
-    else:
-        other = RandomCrops(crops.items, args.crop_size, seed=args.seed + 1000)
-        held = [other[i] for i in range(min(32, max(8, args.crops // 25)))]
-    return train, held
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         _check(args)
-        from vtok.codec.fit import check_codable, fit_prior, summary, write_prior
+        from vtok.codec.fit import check_codable, fit_prior, prior_images, summary, write_prior
         from vtok.codec.tokens_file import has_prior
         from vtok.models import Tokenizer
         from vtok.models.presets import PRETRAINED_DIR
@@ -79,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                                   f"(use --force to replace it)")
         tok = Tokenizer.from_pretrained(directory)
         check_codable(tok)
-        train, held = _images(args)
+        train, held = prior_images(args.data, args.held_out, args.crops, args.crop_size,
+                                   args.seed)
         prior, report = fit_prior(tok, train, held, steps=args.steps, seed=args.seed,
                                   progress=sys.stderr.isatty())
         write_prior(prior, directory, report, force=args.force)

@@ -67,6 +67,29 @@ def prior_config(tok: Tokenizer, tokens: Tensor) -> PriorConfig:
                      f"this tokenizer gives tokens of shape {tuple(tokens.shape[1:])}")
 
 
+def prior_images(data: Path | None, held_out: Path | None, crops: int, crop_size: int,
+                 seed: int = 0) -> tuple[Tensor, list[Tensor]]:
+    """(training crops `[crops, 3, S, S]` with zoom-out, held-out images) for fitting a prior:
+    crops of `data` (default: the default photos' train split); held out, the images of
+    `held_out`, else the val photos' centre crops with the default data, else other crops of
+    `data`."""
+    from vtok.data.datasets import RandomCrops, center_crop, image_items
+    from vtok.data.images import read_image
+    from vtok.data.photos import photo_paths
+
+    source = data if data is not None else photo_paths("train")
+    found = RandomCrops(image_items(source), crop_size, seed=seed + 1, min_scale=0.5)
+    train = torch.stack([found[i] for i in range(crops)])
+    if held_out is not None:
+        held = [item.read() for item in image_items(held_out)]
+    elif data is None:
+        held = [center_crop(read_image(p), crop_size) for p in photo_paths("val")]
+    else:
+        other = RandomCrops(found.items, crop_size, seed=seed + 1000)
+        held = [other[i] for i in range(min(32, max(8, crops // 25)))]
+    return train, held
+
+
 def fit_prior(tok: Tokenizer, train: Tensor, held_out: Sequence[Tensor], steps: int = 2000,
               seed: int = 0, progress: bool = False) -> tuple[IntegerPrior, PriorFit]:
     """Fit and convert a prior on `train` crops `[N, 3, S, S]`; measure on `held_out` images

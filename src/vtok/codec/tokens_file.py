@@ -72,6 +72,17 @@ def to_vtok(tokens: Sequence[Tokens], codebook_size: int, coder: Coder,
     return out
 
 
+def check_file_tokens(vfile: VtokFile, tokenizer: Tokenizer) -> None:
+    """VtokFormatError naming the first image whose size, token shape, codebook or depth
+    `tokenizer` could not have produced (checked before any payload is decoded)."""
+    for i, image in enumerate(vfile.images):
+        try:
+            tokenizer.check_tokens(image.image_size, image.token_shape, vfile.depth,
+                                   vfile.codebook_size)
+        except ValueError as err:
+            raise VtokFormatError(f"image {i}: {err}") from None
+
+
 def from_vtok(vfile: VtokFile, coder: Coder,
               tokenizer: Tokenizer | str | None = None) -> list[Tokens]:
     """One `Tokens` (batch of 1) per image.
@@ -96,12 +107,7 @@ def from_vtok(vfile: VtokFile, coder: Coder,
             raise ValueError(f"these tokens were entropy-coded with prior {vfile.prior_id}; "
                              f"the prior beside the tokenizer is {coder.prior_id}")
     if isinstance(tokenizer, Tokenizer):
-        for i, image in enumerate(vfile.images):
-            try:
-                tokenizer.check_tokens(image.image_size, image.token_shape, vfile.depth,
-                                       vfile.codebook_size)
-            except ValueError as err:
-                raise VtokFormatError(f"image {i}: {err}") from None
+        check_file_tokens(vfile, tokenizer)
     out = []
     for i, image in enumerate(vfile.images):
         try:

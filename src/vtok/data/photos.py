@@ -12,7 +12,6 @@ names the command when something is missing.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -25,7 +24,7 @@ from typing import Any
 from vtok.cache import MissingAssetError, prepare_command, resolve_cache
 from vtok.data.images import ImageReadError, read_image
 from vtok.data.qrc import ResourceBundle, ResourceError
-from vtok.files import atomic_write
+from vtok.files import atomic_write, file_sha256
 
 MANIFEST = Path(__file__).with_name("photos.json")
 SPLITS = ("train", "val", "test")
@@ -86,7 +85,7 @@ def prepare(cache: str | Path | None = None, manifest: list[dict[str, Any]] | No
     sources = SourceFinder(cache / "packages")
     for entry in _progress(manifest, progress):
         dest = cache / "photos" / entry["split"] / entry["name"]
-        if dest.exists() and _sha256(dest) == entry["sha256"]:
+        if dest.exists() and file_sha256(dest) == entry["sha256"]:
             report.present.append(entry["name"])
             continue
         try:
@@ -109,7 +108,7 @@ def prepare(cache: str | Path | None = None, manifest: list[dict[str, Any]] | No
 
 
 def _check(source: Path, entry: dict[str, Any]) -> str | None:
-    digest = _sha256(source)
+    digest = file_sha256(source)
     if digest != entry["sha256"]:
         expected = entry["sha256"][:12]
         return f"{source}: sha256 {digest[:12]}... differs from the manifest's {expected}..."
@@ -118,14 +117,6 @@ def _check(source: Path, entry: dict[str, Any]) -> str | None:
     except ImageReadError as err:
         return str(err)
     return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _progress(items, enabled: bool):

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from vtok.files import atomic_write_text
+from vtok.files import atomic_write_text, file_sha256
 
 TENSORS, STATE = "state.safetensors", "state.json"
 TENSORS_SUM, STATE_SUM = "tensors_sha256", "state_sha256"
@@ -143,14 +143,6 @@ def load_newest(directory: Path, use: Callable[[Path, dict[str, Tensor], dict[st
         raise ValueError(f"{directory}: no checkpoint")
     raise ValueError(f"{directory.parent}: no usable checkpoint in {directory} "
                      f"({'; '.join(problems)})")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _state_sha256(meta: dict[str, Any]) -> str:
