@@ -57,8 +57,7 @@ MAX_NAME = 255  # bytes of an image's name
 NO_PRIOR = "0" * 16
 _HEAD_V1 = struct.Struct("<8sHBB8sIBI")
 _HEAD = struct.Struct("<8sHBB8s8sIBI")
-_IMAGE_V1 = struct.Struct("<IIBB")
-_IMAGE = struct.Struct("<IIBB")
+_IMAGE = struct.Struct("<IIBB")  # height, width, flags, then the rank (v1) or name length (v2)
 _TIME = struct.Struct("<III")
 _U8 = struct.Struct("<B")
 MAX_FILE_BYTES = 1 << 30
@@ -278,7 +277,7 @@ def _parse(data: memoryview) -> VtokFile:
     if flags:
         raise VtokFormatError(f"reserved header flags are set ({flags:#04x})")
     # the smallest entry: one token dimension, no name, an empty payload
-    min_image = (_IMAGE_V1.size if version == 1 else _IMAGE.size + _U8.size) + 3 * _U32.size
+    min_image = _IMAGE.size + (0 if version == 1 else _U8.size) + 3 * _U32.size
     if not 1 <= count <= min(MAX_IMAGES, (len(body) - r.pos) // min_image):
         raise VtokFormatError(f"image count {count} does not fit the {len(body)}-byte file "
                               f"(at most {MAX_IMAGES} images)")
@@ -300,7 +299,7 @@ def _parse(data: memoryview) -> VtokFile:
 def _parse_image(r: _Reader, i: int, version: int, depth: int) -> ImageTokens:
     name, frames, fps = "", 1, (0, 1)
     if version == 1:
-        h, w, image_flags, rank = r.unpack(_IMAGE_V1, f"image {i} header")
+        h, w, image_flags, rank = r.unpack(_IMAGE, f"image {i} header")
         ranks = (1, 2)
     else:
         h, w, image_flags, size = r.unpack(_IMAGE, f"image {i} header")

@@ -17,9 +17,7 @@ import numpy as np
 import torch
 
 from vtok.codec.intprior import IntegerPrior
-from vtok.codec.prior import GRID_NEIGHBOURS
-
-_ROWS_ABOVE, _COLS_AROUND = 2, 2
+from vtok.codec.prior import COLS_AROUND, GRID_NEIGHBOURS, ROWS_ABOVE
 
 
 def waves(shape: tuple[int, ...]) -> list[np.ndarray]:
@@ -40,7 +38,7 @@ class _Board:
     def __init__(self, shape: tuple[int, ...], slots: int, outside: int) -> None:
         self.shape = shape
         if len(shape) == 2:
-            self.cells = np.full((shape[0] + _ROWS_ABOVE, shape[1] + 2 * _COLS_AROUND), outside,
+            self.cells = np.full((shape[0] + ROWS_ABOVE, shape[1] + 2 * COLS_AROUND), outside,
                                  dtype=np.int64)
             self.offsets = np.array(GRID_NEIGHBOURS)
         else:
@@ -50,21 +48,21 @@ class _Board:
     def put(self, positions: np.ndarray, values: np.ndarray) -> None:
         if len(self.shape) == 2:
             rows, cols = np.divmod(positions, self.shape[1])
-            self.cells[rows + _ROWS_ABOVE, cols + _COLS_AROUND] = values
+            self.cells[rows + ROWS_ABOVE, cols + COLS_AROUND] = values
         else:
             self.cells[positions + self.slots] = values
 
     def get(self) -> np.ndarray:
         if len(self.shape) == 2:
-            return self.cells[_ROWS_ABOVE:, _COLS_AROUND:-_COLS_AROUND].copy()
+            return self.cells[ROWS_ABOVE:, COLS_AROUND:-COLS_AROUND].copy()
         return self.cells[self.slots :].copy()
 
     def context(self, positions: np.ndarray) -> np.ndarray:
         """`[M, slots]` neighbour symbols of flat `positions`."""
         if len(self.shape) == 2:
             rows, cols = np.divmod(positions, self.shape[1])
-            return self.cells[rows[:, None] + _ROWS_ABOVE + self.offsets[:, 0],
-                              cols[:, None] + _COLS_AROUND + self.offsets[:, 1]]
+            return self.cells[rows[:, None] + ROWS_ABOVE + self.offsets[:, 0],
+                              cols[:, None] + COLS_AROUND + self.offsets[:, 1]]
         back = np.arange(1, self.slots + 1)
         return self.cells[positions[:, None] + self.slots - back]
 
