@@ -1,4 +1,4 @@
-"""vtok: turn images and videos into compact tokens and back, store and measure them.
+"""vtok: turn images into compact tokens and back, store and measure them.
 
 Importing `vtok` is cheap; the subpackages (`vtok.quant`, ...) import torch when used.
 """
