@@ -143,3 +143,47 @@ def test_saving_replaces_damaged_newer_checkpoints_and_keeps_the_newest(tmp_path
     _save(tmp_path, 4, keep=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-0000004", "step-0000002"]
     assert ckpt.latest_checkpoint(tmp_path).name == "step-0000004"
+
+
+_RANK_WORKER = """
+import sys, warnings
+from pathlib import Path
+import torch.distributed as dist
+import torch
+from vtok.train import checkpoint as ckpt
+from vtok.train.checkpoint import CheckpointError
+from vtok.train.distributed import Context, RankGroup
+
+rank, folder = int(sys.argv[1]), Path(sys.argv[2])
+dist.init_process_group("gloo", init_method=f"file://{folder / 'store'}", rank=rank,
+                        world_size=2)
+
+def use(path, tensors, meta):
+    if rank == 1 and path.name == "step-0000006":  # only rank 1 cannot use the newest
+        raise CheckpointError(path, "unreadable on this rank")
+    return path.name
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    chosen = ckpt.load_newest(folder / "ckpt", use, warn=True,
+                              ranks=RankGroup(Context(rank, 2, torch.device("cpu"))))
+(folder / f"rank{rank}.txt").write_text(chosen + "\\n" + "\\n".join(str(w.message)
+                                                                  for w in caught))
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_resume_from_the_same_checkpoint_when_one_rank_cannot_use_the_newest(tmp_path):
+    import subprocess
+    import sys
+
+    for step in (4, 6):
+        _save(tmp_path / "ckpt", step)
+    procs = [subprocess.Popen([sys.executable, "-c", _RANK_WORKER, str(rank), str(tmp_path)])
+             for rank in (0, 1)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    rank0 = (tmp_path / "rank0.txt").read_text().splitlines()
+    rank1 = (tmp_path / "rank1.txt").read_text().splitlines()
+    assert rank0[0] == rank1[0] == "step-0000004"
+    assert any("step-0000006: another rank could not use it" in line for line in rank0)
+    assert any("step-0000006: unreadable on this rank" in line for line in rank1)

@@ -68,11 +68,13 @@ def _score(method: str, setting: str, images: torch.Tensor, recons: torch.Tensor
 
 
 def tokenizer_results(name: str, tok: Tokenizer, directory: Path, images: torch.Tensor,
-                      lpips: LPIPS, tick: Callable[[], None]) -> list[Result]:
+                      lpips: LPIPS, tick: Callable[[], None],
+                      counts: list[int | None] | None = None) -> list[Result]:
+    """`tok` at each token count (default: `token_counts(tok)`), through real .vtok files."""
     coding = "entropy" if has_prior(directory) else "raw"
     coder = make_coder(coding, tok, directory)
     out = []
-    for k in token_counts(tok):
+    for k in token_counts(tok) if counts is None else counts:
         recons, nbytes = [], []
         for image in images:
             data = to_vtok([tok.encode(image[None], num_tokens=k)], tok.codebook_size,
@@ -87,9 +89,11 @@ def tokenizer_results(name: str, tok: Tokenizer, directory: Path, images: torch.
 
 
 def classic_results(codec: str, images: torch.Tensor, lpips: LPIPS,
-                    tick: Callable[[], None]) -> list[Result]:
+                    tick: Callable[[], None], qualities: list[int] | None = None
+                    ) -> list[Result]:
+    """`codec` at each of `qualities` (default: the demo's settings `CLASSIC[codec]`)."""
     out = []
-    for quality in CLASSIC[codec]:
+    for quality in CLASSIC[codec] if qualities is None else qualities:
         recons, nbytes = [], []
         for image in images:
             data = codecs.encode(image, codec, quality)

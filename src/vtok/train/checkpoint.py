@@ -15,7 +15,7 @@ import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -126,23 +126,44 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def load_newest(directory: Path, use: Callable[[Path, dict[str, Tensor], dict[str, Any]], T],
-                warn: bool = True) -> T:
+                warn: bool = True, ranks: Ranks | None = None) -> T:
     """`use(path, tensors, state)` of the newest checkpoint in `directory` that loads and that
     `use` accepts (it raises CheckpointError for one that does not fit). Each one passed over
-    is named in a warning with the reason; ValueError naming them all when none is usable."""
+    is named in a warning with the reason; ValueError naming them all when none is usable.
+
+    Under torchrun, pass `ranks`: every rank then tries the checkpoints rank 0 lists, in order,
+    and keeps the first one that every rank could use, so all ranks resume from the same step
+    (a checkpoint one rank cannot read is passed over by all of them)."""
+    paths = list_checkpoints(directory)
+    if ranks is not None:
+        paths = [directory / name for name in ranks.from_rank0([p.name for p in paths])]
     problems = []
-    for path in list_checkpoints(directory):
+    for path in paths:
         try:
             tensors, meta = load_checkpoint(path)
-            return use(path, tensors, meta)
+            result, problem = use(path, tensors, meta), None
         except CheckpointError as err:
-            problems.append(f"{path.name}: {err.problem}")
-            if warn:
-                warnings.warn(f"{err}; trying an older checkpoint", stacklevel=2)
+            problem = err.problem
+        if ranks is not None and not ranks.all_true(problem is None) and problem is None:
+            problem = "another rank could not use it"
+        if problem is None:
+            return result
+        problems.append(f"{path.name}: {problem}")
+        if warn:
+            warnings.warn(f"checkpoint {path}: {problem}; trying an older checkpoint",
+                          stacklevel=2)
     if not problems:
         raise ValueError(f"{directory}: no checkpoint")
     raise ValueError(f"{directory.parent}: no usable checkpoint in {directory} "
                      f"({'; '.join(problems)})")
+
+
+class Ranks(Protocol):
+    """What `load_newest` needs from a process group (see vtok.train.distributed)."""
+
+    def from_rank0(self, names: list[str]) -> list[str]: ...
+
+    def all_true(self, flag: bool) -> bool: ...
 
 
 def _state_sha256(meta: dict[str, Any]) -> str:

@@ -57,3 +57,22 @@ def mean_over_ranks(values: dict[str, float], ctx: Context) -> dict[str, float]:
     t = torch.tensor([values[k] for k in keys], device=ctx.device, dtype=torch.float64)
     dist.all_reduce(t)
     return dict(zip(keys, (t / ctx.world).tolist()))
+
+
+@dataclass
+class RankGroup:
+    """The ranks of `ctx` agreeing on a choice (`vtok.train.checkpoint.load_newest`)."""
+
+    ctx: Context
+
+    def from_rank0(self, names: list[str]) -> list[str]:
+        """Rank 0's `names` on every rank."""
+        if self.ctx.world == 1:
+            return names
+        box = [names]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_true(self, flag: bool) -> bool:
+        """True on every rank if `flag` is true on every rank."""
+        return not any_true(not flag, self.ctx)

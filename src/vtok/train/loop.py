@@ -33,7 +33,8 @@ from vtok.quant.vq import VectorQuantizer
 from vtok.train import checkpoint as ckpt
 from vtok.train import core
 from vtok.train.config import TrainConfig
-from vtok.train.distributed import Context, any_true, mean_over_ranks, setup, teardown
+from vtok.train.distributed import (Context, RankGroup, any_true, mean_over_ranks, setup,
+                                    teardown)
 from vtok.train.logs import RunLog, save_grid
 
 # fields that may differ when resuming: they do not change what the run computes, or (out)
@@ -116,7 +117,7 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
         start, skipped_steps = ckpt.load_newest(
             ckpt_dir, lambda path, tensors, meta: _restore(
                 path, tensors, meta, config, modules, optimizers, sched, ctx.rank),
-            warn=ctx.main)
+            warn=ctx.main, ranks=RankGroup(ctx) if ctx.world > 1 else None)
     else:
         torch.manual_seed(config.seed + ctx.rank)
 
