@@ -264,3 +264,12 @@ def test_bad_images_are_refused():
 def test_top_level_api():
     assert vtok.create_tokenizer("test-titok").codebook_size == 16
     assert isinstance(vtok.list_pretrained(), list)
+
+
+def test_the_interface_says_whether_the_token_count_is_variable():
+    grid, seq = create_tokenizer("test-conv2d"), create_tokenizer("test-titok")
+    assert (grid.variable_length, grid.max_tokens) == (False, None)
+    assert (seq.variable_length, seq.max_tokens) == (True, seq.config.num_latent_tokens)
+    image = torch.rand(1, 3, 32, 32)
+    assert seq.encode(image, num_tokens=3).num_tokens == 3
+    assert grid.encode(image).num_tokens == grid.encode(image).indices[0].numel()

@@ -72,9 +72,9 @@ def _check_request(args: argparse.Namespace, tok) -> None:
     """Token-count options this tokenizer cannot honour, refused before any work."""
     asked = [name for name in ("num_tokens", "target_bpp", "target_lpips")
              if getattr(args, name) is not None]
-    if asked and tok.architecture != "titok":
+    if asked and not tok.variable_length:
         raise ValueError(f"a {tok.architecture} tokenizer has a fixed token count; "
-                         f"--{asked[0].replace('_', '-')} needs a variable-length one (titok)")
+                         f"--{asked[0].replace('_', '-')} needs a variable-length one")
     if args.num_tokens is not None and not 1 <= args.num_tokens <= tok.max_tokens:
         raise ValueError(f"--num-tokens must be in [1, {tok.max_tokens}], got {args.num_tokens}")
     for name in ("target_bpp", "target_lpips"):

@@ -25,9 +25,9 @@ def file_bpp(tokens: Tokens, codebook_size: int, coder: Coder) -> float:
 
 
 def _variable(tok: Tokenizer) -> int:
-    if tok.architecture != "titok":
+    if not tok.variable_length:
         raise ValueError(f"a {tok.architecture} tokenizer has a fixed token count; "
-                         f"--num-tokens and --target-* need a variable-length one (titok)")
+                         f"--num-tokens and --target-* need a variable-length one")
     return tok.max_tokens
 
 

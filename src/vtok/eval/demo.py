@@ -48,8 +48,9 @@ class Result:
 
 
 def token_counts(tok: Tokenizer) -> list[int | None]:
-    """A titok's token counts 8, 16, ... up to its maximum; None (all) for a grid."""
-    if tok.architecture != "titok":
+    """A variable-length tokenizer's counts 8, 16, ... up to its maximum; None (all) for a
+    tokenizer whose count follows from the image size."""
+    if not tok.variable_length:
         return [None]
     counts, n = [], 8
     while n < tok.max_tokens:

@@ -165,6 +165,18 @@ class Tokenizer(nn.Module):
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
 
+    @property
+    def variable_length(self) -> bool:
+        """Whether `encode(images, num_tokens=k)` may keep any 1 <= k <= `max_tokens` tokens
+        (ordered, each prefix a coarser code); False: the token count follows from the image
+        size alone."""
+        return False
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The most tokens an image gets whatever its size; None when it grows with the size."""
+        return None
+
     @torch.no_grad()
     def encode(self, images: Tensor, num_tokens: int | None = None) -> Tokens:
         check_images(images)

@@ -193,6 +193,10 @@ class TiTokTokenizer(Tokenizer):
         self.to_pixels = nn.Linear(c.decoder_width, out)
 
     @property
+    def variable_length(self) -> bool:
+        return True
+
+    @property
     def max_tokens(self) -> int:
         return self.config.num_latent_tokens
 

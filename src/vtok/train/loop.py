@@ -33,8 +33,7 @@ from vtok.quant.vq import VectorQuantizer
 from vtok.train import checkpoint as ckpt
 from vtok.train import core
 from vtok.train.config import TrainConfig
-from vtok.train.distributed import (Context, RankGroup, any_true, mean_over_ranks, setup,
-                                    teardown)
+from vtok.train.distributed import Context, RankGroup, any_true, mean_over_ranks, setup, teardown
 from vtok.train.logs import RunLog, save_grid
 
 # fields that may differ when resuming: they do not change what the run computes, or (out)
