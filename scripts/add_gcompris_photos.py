@@ -15,7 +15,6 @@ gcompris entries and keeps every other entry as it is.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import hashlib
 import io
 import json
@@ -24,6 +23,14 @@ from pathlib import Path
 
 from PIL import Image
 
+from vtok.data.photo_manifest import (
+    dump,
+    licence_of,
+    licences,
+    replace_entries,
+    split_counts,
+    split_of,
+)
 from vtok.data.photos import MANIFEST
 from vtok.data.qrc import ResourceBundle
 
@@ -32,39 +39,6 @@ RCC = "usr/share/gcompris-qt/rcc"
 BUNDLES = {"explore_monuments": "", "erase": "", "explore_world_animals": "",
            "explore_farm_animals": "", "explore_world_music": "", "clickgame": "/sea"}
 MIN_SIDE = 512
-
-
-def licences(copyright_text: str) -> list[tuple[list[str], str]]:
-    """(file globs, licence) of every Files stanza, in order."""
-    stanzas, globs, reading = [], [], False
-    for line in copyright_text.splitlines():
-        if line.startswith("Files:"):
-            globs, reading = line[len("Files:"):].split(), True
-        elif reading and line[:1] in (" ", "\t") and not line.strip().startswith(("Copyright",)):
-            globs += line.split()
-        elif line.startswith("License:") and globs:
-            stanzas.append((globs, line[len("License:"):].strip()))
-            globs, reading = [], False
-        else:
-            reading = False
-    return stanzas
-
-
-def licence_of(path: str, stanzas: list[tuple[list[str], str]]) -> str:
-    """The licence of the last stanza naming `path`; the package converted many JPEGs to WebP
-    after its copyright file was written, so the file under its old suffixes counts too."""
-    stem = str(Path(path).with_suffix(""))
-    names = {path, *(stem + suffix for suffix in (".jpg", ".jpeg", ".png", ".JPG"))}
-    found = "unknown"
-    for globs, licence in stanzas:
-        if any(fnmatch.fnmatchcase(name, g) for name in names for g in globs):
-            found = licence
-    return found
-
-
-def split_of(sha256: str) -> str:
-    bucket = int(sha256[:8], 16) % 10
-    return "train" if bucket < 7 else "val" if bucket == 7 else "test"
 
 
 def entries(root: Path) -> list[dict]:
@@ -99,26 +73,14 @@ def entries(root: Path) -> list[dict]:
     return out
 
 
-def dump(manifest: dict) -> str:
-    """The manifest as committed: one photo a line."""
-    lines = [json.dumps(e) for e in manifest["photos"]]
-    return ("{\n" f' "description": {json.dumps(manifest["description"])},\n' ' "photos": [\n  '
-            + ",\n  ".join(lines) + "\n ]\n}\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the unpacked gcompris-qt-data package")
     args = parser.parse_args()
     manifest = json.loads(MANIFEST.read_text())
-    kept = [e for e in manifest["photos"] if e["package"] != PACKAGE]
-    added = entries(args.root)
-    seen = {e["sha256"] for e in kept}
-    added = [e for e in added if e["sha256"] not in seen]  # one photo, one entry
-    manifest["photos"] = kept + added
+    added = replace_entries(manifest, [PACKAGE], entries(args.root))
     MANIFEST.write_text(dump(manifest))
-    counts = {s: sum(e["split"] == s for e in added) for s in ("train", "val", "test")}
-    print(f"{len(added)} gcompris photos: {counts}")
+    print(f"{len(added)} gcompris photos: {split_counts(added)}")
     return 0
 
 

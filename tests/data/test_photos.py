@@ -1,5 +1,7 @@
 import hashlib
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +10,8 @@ from PIL import Image
 from vtok.cache import MissingAssetError
 from vtok.cli import main
 from vtok.data import photos
-from vtok.data.photos import load_manifest, photo_paths, prepare
+from vtok.data.photo_manifest import dump, licence_of, licences, replace_entries, split_of
+from vtok.data.photos import MANIFEST, SPLITS, load_manifest, photo_paths, prepare
 
 
 def test_committed_manifest_is_well_formed():
@@ -18,7 +21,12 @@ def test_committed_manifest_is_well_formed():
     assert {e["split"] for e in entries} == {"train", "val", "test"}
     assert sum(e["split"] == "val" for e in entries) >= 10
     assert sum(e["split"] == "test" for e in entries) >= 20
-    assert len({e["sha256"] for e in entries}) == len(entries)  # no photo in two splits
+    assert len({e["sha256"] for e in entries}) == len(entries)  # no photo listed twice
+    assert all(e["split"] in SPLITS for e in entries)
+    by_split = [{e["sha256"] for e in entries if e["split"] == s} for s in SPLITS]
+    assert sum(map(len, by_split)) == len(set().union(*by_split))  # no photo in two splits
+    assert all(isinstance(e.get("licence"), str) and e["licence"].strip() for e in entries)
+    assert all(e["name"] == Path(e["name"]).name and " " not in e["name"] for e in entries)
     bundled = [e for e in entries if "member" in e]
     assert len(bundled) >= 100 and all(e["licence"] and min(e["size"]) >= 512 for e in bundled)
     assert all(re.fullmatch(r"[0-9a-f]{64}", e["sha256"]) for e in entries)
@@ -136,3 +144,46 @@ def test_photos_inside_a_resource_bundle_are_extracted_and_damage_is_reported(tm
     assert (tmp_path / "photos" / "test" / "bundled.png").read_bytes() == photo
     (name, why), = report.skipped
     assert name == "broken.png" and "bad.rcc: resource format version 0" in why
+
+
+def test_the_committed_manifest_keeps_the_scripts_layout():
+    text = MANIFEST.read_text()
+    assert dump(json.loads(text)) == text  # one photo a line, as the add_*_photos scripts write
+
+
+def test_licences_come_from_the_last_matching_copyright_stanza():
+    stanzas = licences(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nCopyright: someone\nLicense: GPL-2+\n\n"
+        "Files: photos/*\n       extra/a.jpg\nCopyright: 2018 a photographer\n"
+        "License: CC-BY-4.0\n\n"
+        "Files: photos/b.png\nCopyright: another\nLicense: CC0-1.0\n\n"
+        "License: GPL-2+\n text of the licence\n")
+    assert stanzas == [(["*"], "GPL-2+"), (["photos/*", "extra/a.jpg"], "CC-BY-4.0"),
+                       (["photos/b.png"], "CC0-1.0")]
+    assert licence_of("photos/a.jpg", stanzas) == "CC-BY-4.0"
+    assert licence_of("photos/b.webp", stanzas) == "CC0-1.0"  # listed under its old suffix
+    assert licence_of("extra/a.jpg", stanzas) == "CC-BY-4.0"
+    assert licence_of("other/c.jpg", stanzas) == "GPL-2+"
+    assert licence_of("other/c.jpg", stanzas[1:]) == "unknown"
+
+
+def test_splits_follow_the_sha256_seven_one_two():
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)]
+    counts = {s: sum(split_of(h) == s for h in shas) for s in SPLITS}
+    assert abs(counts["train"] / 2000 - 0.7) < 0.04 and abs(counts["val"] / 2000 - 0.1) < 0.03
+    assert split_of("00000007" + "0" * 56) == "val" and split_of("0" * 64) == "train"
+
+
+def test_replacing_one_sources_entries_keeps_the_others_and_each_photo_once():
+    def entry(name, package, sha):
+        return {"name": name, "package": package, "sha256": sha * 64, "split": "train"}
+
+    manifest = {"description": "d", "photos": [entry("a", "p", "a"), entry("b", "q", "b"),
+                                               entry("old", "q", "c"), entry("e", "r", "e")]}
+    added = replace_entries(manifest, ["q"], [entry("b2", "q", "b"), entry("d", "q", "d"),
+                                              entry("a2", "q", "a"), entry("d2", "q", "d")])
+    assert [e["name"] for e in added] == ["b2", "d"]
+    assert [e["name"] for e in manifest["photos"]] == ["a", "b2", "d", "e"]  # in their place
+    replace_entries(manifest, ["s"], [entry("f", "s", "f")])
+    assert [e["name"] for e in manifest["photos"]] == ["a", "b2", "d", "e", "f"]

