@@ -56,7 +56,7 @@ RECIPES = {
             model={"quantizer_options": {"codebook_size": 192}}, steps=2400, min_scale=0.5,
             lr=1e-4, warmup=100, lpips_weight=2.0, gan_start=300,
             out="runs/pretrained-conv2d-f8-stage4"),
-        # the 133-photo train split (stages 1-4 ran on its 50 earlier photos) and 256 codes
+        # the 178-photo train split (stages 1-4 ran on its 50 earlier photos) and 256 codes
         # (raw packing spends the same 8 bits a token as with 192; entropy coding ~0.4 more)
         _CONV2D_STAGE1.replace(
             init="runs/pretrained-conv2d-f8-stage4/model", grow_codebook=True,
