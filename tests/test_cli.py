@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -5,6 +6,7 @@ import pytest
 
 import vtok
 from vtok.cli import main
+from vtok.models.shipped import tokenizer_dir
 
 
 def test_version(capsys):
@@ -80,7 +82,8 @@ def test_help_list_and_info_do_not_import_torch(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "heavy: []" in done.stdout
-    assert "tokenizer 820f7b40d0179da6 (conv2d-f8)" in done.stdout  # from the stored id
+    stored = json.loads((tokenizer_dir("conv2d-f8") / "config.json").read_text())
+    assert f"tokenizer {stored['tokenizer_id']} (conv2d-f8)" in done.stdout  # the stored id
     assert "titok-flex     titok" in done.stdout and "vq       Nearest-code" in done.stdout
 
 

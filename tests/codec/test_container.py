@@ -124,6 +124,34 @@ def test_tokens_file_tokens_is_exact(tmp_path, preset, size):
     assert [im.alpha for im in read_vtok(tmp_path / "a.vtok").images][:2] == [False, True]
 
 
+def test_frame_count_and_rate_travel_with_the_tokens(tmp_path):
+    import dataclasses
+
+    tok = create_tokenizer("test-conv2d").eval()
+    still = tok.encode(torch.rand(1, 3, 16, 16))
+    clip = dataclasses.replace(tok.encode(torch.rand(1, 3, 16, 16)), frames=9, fps=(30000, 1001))
+    write_vtok(tmp_path / "a.vtok", to_vtok([still, clip], 16, RawCoder(16)))
+    back = from_vtok(read_vtok(tmp_path / "a.vtok"), RawCoder(16), tok)
+    assert [(t.frames, t.fps) for t in back] == [(1, (0, 1)), (9, (30000, 1001))]
+
+
+@pytest.mark.parametrize("preset,size", [("test-conv2d", (37, 50)), ("test-titok", (32, 32)),
+                                         ("test-conv2d", (8, 100))])
+def test_token_shape_is_what_encode_gives(preset, size):
+    tok = create_tokenizer(preset).eval()
+    tokens = tok.encode(torch.rand(1, 3, *size))
+    assert tok.token_shape(size) == tokens.token_shape
+    assert tokens.indices.shape[1:] == tokens.token_shape  # one index per token here
+    assert tok.indices_per_token == 1
+    if tok.variable_length:
+        assert tok.token_shape(size, 3) == tok.encode(torch.rand(1, 3, *size), 3).token_shape
+        with pytest.raises(ValueError, match=r"gives 1 to 8 tokens in a sequence, not \(9,\)"):
+            tok.token_shape(size, 9)
+    else:
+        with pytest.raises(ValueError, match="gives exactly"):
+            tok.token_shape(size, tokens.num_tokens + 1)
+
+
 def test_another_tokenizers_file_is_refused_naming_both(tmp_path):
     tok = create_tokenizer("test-conv2d").eval()
     vfile = to_vtok([tok.encode(torch.rand(1, 3, 16, 16))], 16, RawCoder(16))

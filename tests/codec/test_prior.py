@@ -166,7 +166,7 @@ def test_the_issue_example_is_a_format_error(tmp_path):
 
     tok = load("conv2d-f8")
     coder = make_coder("entropy", tok, tokenizer_dir("conv2d-f8"))
-    vfile = VtokFile(tok.tokenizer_id, 192, "entropy", 1,
+    vfile = VtokFile(tok.tokenizer_id, tok.codebook_size, "entropy", 1,
                      [ImageTokens((256, 256), (32, 32), b"\xff" * 800)],
                      prior_id=coder.prior_id)
     write_vtok(tmp_path / "bad.vtok", vfile)

@@ -63,6 +63,7 @@ def test_each_recipe_ends_in_the_shipped_tokenizers_shape():
         made = create_tokenizer(last.preset, **last.model)
         assert made.config == load(name).config, name
     conv_stages = _script().RECIPES["conv2d-f8"]
-    grown = [s for s in conv_stages if s.grow_codebook]
-    assert len(grown) == 1 and grown[0].init == conv_stages[2].out + "/model"
-    assert PRESETS.get("conv2d-f8-cpu")().quantizer_options == {"codebook_size": 192}
+    grown = [i for i, s in enumerate(conv_stages) if s.grow_codebook]
+    assert grown == [3, 4]  # 128 -> 192 -> 256 codes, each from the stage before
+    assert all(conv_stages[i].init == conv_stages[i - 1].out + "/model" for i in grown)
+    assert PRESETS.get("conv2d-f8-cpu")().quantizer_options == {"codebook_size": 256}

@@ -7,6 +7,8 @@ encoded once at the full length and each candidate count is a slice of it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from vtok.codec.container import Coder
@@ -15,7 +17,8 @@ from vtok.models.base import Tokenizer, Tokens
 
 
 def prefix(tokens: Tokens, k: int) -> Tokens:
-    return Tokens(tokens.indices[:, :k], (k,), tokens.image_size, tokens.tokenizer_id, k)
+    return dataclasses.replace(tokens, indices=tokens.indices[:, :k], token_shape=(k,),
+                               num_tokens=k)
 
 
 def file_bpp(tokens: Tokens, codebook_size: int, coder: Coder) -> float:

@@ -60,7 +60,8 @@ def to_vtok(tokens: Sequence[Tokens], codebook_size: int, coder: Coder,
     for batch in tokens:
         for indices in batch.indices.cpu().numpy():
             out.images.append(ImageTokens(tuple(batch.image_size), tuple(batch.token_shape),
-                                          coder.encode(indices)))
+                                          coder.encode(indices), frames=batch.frames,
+                                          fps=tuple(batch.fps)))
     flags = list(alpha) if alpha is not None else [False] * len(out.images)
     if len(flags) != len(out.images):
         raise ValueError(f"{len(flags)} alpha flags for {len(out.images)} images")
@@ -116,7 +117,7 @@ def from_vtok(vfile: VtokFile, coder: Coder,
             raise VtokFormatError(f"image {i}: bad payload ({err})") from None
         indices = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64))[None]
         out.append(Tokens(indices, image.token_shape, image.image_size, vfile.tokenizer_id,
-                          image.num_tokens))
+                          image.num_tokens, image.frames, image.fps))
     return out
 
 

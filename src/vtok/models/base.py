@@ -42,7 +42,9 @@ class Tokens:
     indices: `[B, *token_shape]` (plus a trailing axis for multi-index quantizers).
     token_shape: `(h, w)` for a 2D grid or `(k,)` for a 1D sequence. image_size: the original
     `(H, W)`. tokenizer_id: hash of the tokenizer's config and weights. num_tokens: tokens kept
-    per image (less than the maximum for variable-length tokenizers).
+    per image (less than the maximum for variable-length tokenizers). frames and fps: how many
+    frames the tokens stand for and their rate as a fraction (num, den); a still image is one
+    frame with rate (0, 1), "none".
     """
 
     indices: Tensor
@@ -50,6 +52,8 @@ class Tokens:
     image_size: tuple[int, int]
     tokenizer_id: str
     num_tokens: int
+    frames: int = 1
+    fps: tuple[int, int] = (0, 1)
 
 
 @dataclass
@@ -139,9 +143,12 @@ class Tokenizer(nn.Module):
     def _decode(self, tokens: Tokens) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _check_token_shape(self, image_size: tuple[int, int],
-                           token_shape: tuple[int, ...]) -> None:  # pragma: no cover
-        """Raise ValueError unless this tokenizer gives `token_shape` for `image_size`."""
+    def token_shape(self, image_size: tuple[int, int],
+                    num_tokens: int | None = None) -> tuple[int, ...]:  # pragma: no cover
+        """The token layout `encode` gives an image of `image_size` (H, W): `(h, w)` for a
+        grid, `(k,)` for a sequence (`num_tokens` of them for a variable-length tokenizer,
+        default `max_tokens`); one index per token, or `indices_per_token` on a trailing axis.
+        ValueError for a size or count this tokenizer cannot code."""
         raise NotImplementedError
 
     def check_tokens(self, image_size: tuple[int, int], token_shape: tuple[int, ...],
@@ -155,10 +162,16 @@ class Tokenizer(nn.Module):
         if codebook_size is not None and codebook_size != self.codebook_size:
             raise ValueError(f"tokens from a codebook of {codebook_size} codes; this tokenizer "
                              f"has {self.codebook_size}")
-        if depth != self.quantizer.num_codebooks:
+        if depth != self.indices_per_token:
             raise ValueError(f"{depth} indices per token; this tokenizer uses "
-                             f"{self.quantizer.num_codebooks}")
-        self._check_token_shape((h, w), tuple(token_shape))
+                             f"{self.indices_per_token}")
+        token_shape = tuple(token_shape)
+        if self.variable_length and len(token_shape) != 1:
+            raise ValueError(f"this tokenizer gives tokens in a sequence, not {token_shape}")
+        expected = self.token_shape((h, w), token_shape[0] if self.variable_length else None)
+        if token_shape != expected:
+            raise ValueError(f"a {w}x{h} image gives tokens of shape {expected} with this "
+                             f"tokenizer, not {token_shape}")
 
     # -- coding path ---------------------------------------------------------------------
     @property
@@ -176,6 +189,11 @@ class Tokenizer(nn.Module):
     def max_tokens(self) -> int | None:
         """The most tokens an image gets whatever its size; None when it grows with the size."""
         return None
+
+    @property
+    def indices_per_token(self) -> int:
+        """Indices per token (several for residual or grouped quantizers)."""
+        return self.quantizer.num_codebooks
 
     @torch.no_grad()
     def encode(self, images: Tensor, num_tokens: int | None = None) -> Tokens:

@@ -179,24 +179,25 @@ class ConvTokenizer(Tokenizer):
     def last_layer(self) -> Tensor:
         return self.decoder.layers[-1].weight
 
-    def _check_token_shape(self, image_size: tuple[int, int],
-                           token_shape: tuple[int, ...]) -> None:
+    def token_shape(self, image_size: tuple[int, int],
+                    num_tokens: int | None = None) -> tuple[int, ...]:
         f = self.config.downsample
         grid = (-(-image_size[0] // f), -(-image_size[1] // f))
         with torch.no_grad(), eval_mode(self.quantizer):  # the quantizer's own token layout
             z = torch.zeros(1, *grid, self.config.latent_dim,
                             device=self.decoder.layers[-1].weight.device)
             shape = tuple(self.quantizer(z).indices.shape[1:])
-        if self.quantizer.num_codebooks > 1:
+        if self.indices_per_token > 1:
             shape = shape[:-1]
-        if token_shape != shape:
-            raise ValueError(f"a {image_size[1]}x{image_size[0]} image gives tokens of shape "
-                             f"{shape} with this tokenizer, not {token_shape}")
+        if num_tokens is not None and num_tokens != math.prod(shape):
+            raise ValueError(f"num_tokens={num_tokens}: a conv2d tokenizer gives exactly "
+                             f"{math.prod(shape)} tokens for this image size")
+        return shape
 
     def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:
         out = self._quantize(images, tiled=True)
         shape = tuple(out.indices.shape[1:])  # (h, w), or (T,) for multi-scale quantizers
-        if self.quantizer.num_codebooks > 1:
+        if self.indices_per_token > 1:
             shape = shape[:-1]
         count = math.prod(shape)
         if num_tokens is not None and num_tokens != count:

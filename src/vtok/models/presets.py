@@ -46,10 +46,10 @@ def _test_titok_conv() -> TokenizerConfig:
 
 @PRESETS.register("conv2d-f8-cpu")
 def _conv2d_f8_cpu() -> TokenizerConfig:
-    """x8 grid, 192 codes (the shipped conv2d-f8): 1024 tokens x log2(192) = 7.58 bits, 0.118
-    bpp of index bits at 256x256 (raw .vtok packing spends 8 bits: 0.125); trains on a CPU."""
+    """x8 grid, 256 codes (the shipped conv2d-f8): 1024 tokens x 8 bits, 0.125 bpp of index
+    bits at 256x256 (entropy-coded files spend less); trains on a CPU."""
     return ConvTokenizerConfig(channels=16, channel_mult=(1, 2, 4, 8), num_res_blocks=1,
-                               latent_dim=8, quantizer_options={"codebook_size": 192})
+                               latent_dim=8, quantizer_options={"codebook_size": 256})
 
 
 @PRESETS.register("titok-cpu")

@@ -262,17 +262,19 @@ class TiTokTokenizer(Tokenizer):
         native = self.config.image_size // self.config.patch_size
         return quadtree_regions(self.max_tokens, grid, native).to(device)
 
-    def _check_token_shape(self, image_size: tuple[int, int],
-                           token_shape: tuple[int, ...]) -> None:
-        if len(token_shape) != 1 or not 1 <= token_shape[0] <= self.max_tokens:
+    def token_shape(self, image_size: tuple[int, int],
+                    num_tokens: int | None = None) -> tuple[int, ...]:
+        if num_tokens is not None and not (isinstance(num_tokens, int)
+                                           and 1 <= num_tokens <= self.max_tokens):
             raise ValueError(f"this tokenizer gives 1 to {self.max_tokens} tokens in a "
-                             f"sequence, not {token_shape}")
+                             f"sequence, not ({num_tokens},)")
         gh, gw = self._grid(image_size)
         native = (self.config.image_size // self.config.patch_size) ** 2
         if gh * gw > 16 * native:
             raise ValueError(f"a {image_size[1]}x{image_size[0]} image is more than 16 times "
                              f"the {self.config.image_size}x{self.config.image_size} this "
                              f"tokenizer was made for")
+        return (self.max_tokens if num_tokens is None else num_tokens,)
 
     def _check_count(self, num_tokens: int | None) -> int:
         k = self.max_tokens
@@ -298,7 +300,7 @@ class TiTokTokenizer(Tokenizer):
 
     def _encode(self, images: Tensor, num_tokens: int | None) -> Tokens:
         k = self._check_count(num_tokens)
-        self._check_token_shape(tuple(images.shape[-2:]), (k,))
+        self.token_shape(tuple(images.shape[-2:]), k)
         indices = self._quantize(images).indices[:, :k]
         return Tokens(indices, (k,), tuple(images.shape[-2:]), self.tokenizer_id, k)
 
