@@ -106,7 +106,11 @@ def test_classifier_agreement(tmp_path, photos):
     (["--methods", "tome:proportional=1"], "proportional must be true or false, got 1"),
     (["--keeps", "0.5", "1.5"], "keep must be in (0, 1], got 1.5"),
     (["--batch-sizes", "0"], "--batch-sizes must be at least 1, got 0"),
-    (["--model-kwargs", "[1]"], "must be a JSON object"),
+    (["--model-kwargs", "[1]"], "option --model-kwargs: expected dict, got [1]"),
+    (["--keeps", "0.5", "x"], "option --keeps: expected float, got x"),
+    (["--layer", "1.5"], "option --layer: expected int or null, got 1.5"),
+    (["--repeats", "true"], "option --repeats: expected int, got True"),
+    (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
     (["--model", "no_such_vit"], "timm has no model named 'no_such_vit'"),
     (["--titok", "x", "--classifier", "y"], "not both"),
     (["--model", "vit_tiny_patch16_224", "--model-kwargs", json.dumps(TINY), "--layer", "2"],
@@ -116,6 +120,25 @@ def test_bad_input_exits_2_and_names_it(tmp_path, capsys, extra, message):
     assert main(["reduce-bench", "--out", str(tmp_path), *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_options_from_a_config_file_and_print_config(tmp_path, capsys):
+    from vtok.cli.reduce_bench_cmd import ReduceBenchOptions, read_options
+
+    argv = ["--methods", "tome", "random", "--keeps", "0.5", "--model-kwargs",
+            json.dumps(TINY), "--out", str(tmp_path / "out"), "--images", str(tmp_path)]
+    options = read_options(argv)
+    assert options == ReduceBenchOptions(methods=["tome", "random"], keeps=[0.5],
+                                         model_kwargs=TINY, out=tmp_path / "out",
+                                         images=tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["reduce-bench", *argv, "--print_config"])
+    assert stop.value.code == 0
+    (tmp_path / "bench.yaml").write_text(capsys.readouterr().out)
+    assert read_options(["--config", str(tmp_path / "bench.yaml")]) == options
+    again = read_options(["--config", str(tmp_path / "bench.yaml"), "--batch-sizes", "4"])
+    assert again.batch_sizes == [4] and again.methods == ["tome", "random"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_titok_fidelity_without_prepared_assets_names_the_command(tmp_path, photos, capsys,

@@ -1,7 +1,9 @@
 """The `vtok` command: one dispatch table of subcommands, `main(argv)` callable from tests.
 
 Start-up stays fast: the command modules import nothing heavy at the top, and only the chosen
-subcommand's options are built (building `train`'s imports torch).
+subcommand's options are built (building `train`'s imports torch). `train` and `reduce-bench`
+parse their own options from typed fields (`vtok.cli.typed`, with jsonargparse): they have
+`main(argv)` instead of `add_arguments` and `run`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from vtok.cli import (
     train_cmd,
 )
 
-# name -> module with `add_arguments(parser)` and `run(args) -> int`
+# name -> module with `add_arguments(parser)` and `run(args) -> int`, or with `main(argv) -> int`
 COMMANDS = {
     "data": data_cmd,
     "decode": decode_cmd,
@@ -49,7 +51,7 @@ def build_parser(command: str | None = EVERY) -> argparse.ArgumentParser:
     for name, module in COMMANDS.items():
         doc = (module.__doc__ or "").strip().splitlines()[0]
         subparser = sub.add_parser(name, help=doc, description=doc)
-        if command in (EVERY, name):
+        if command in (EVERY, name) and hasattr(module, "add_arguments"):
             module.add_arguments(subparser)
     return parser
 
@@ -61,14 +63,16 @@ def chosen_command(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(chosen_command(argv))
-    args, extra = parser.parse_known_args(argv)
-    if args.command is None and not extra:
+    name = chosen_command(argv)
+    parser = build_parser(name)
+    if hasattr(COMMANDS.get(name), "main"):  # a typed command reads every word after its name
+        at = argv.index(name)
+        parser.parse_args(argv[:at + 1])  # what comes before it: --version, --help
+        return COMMANDS[name].main(argv[at + 1:])
+    args = parser.parse_args(argv)
+    if args.command is None:
         parser.print_help()
         return 0
-    if extra and not getattr(COMMANDS.get(args.command), "TAKES_OVERRIDES", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.overrides = extra
     return COMMANDS[args.command].run(args)
 
 

@@ -7,62 +7,88 @@ classifier (--classifier DIR, or --model DIR: a config.json + model.safetensors 
 scores top-1 agreement with its unreduced self on the photos' centre views and random crops)
 or a trained vtok TiTok tokenizer (--titok: also scores reconstruction PSNR and LPIPS-Alex).
 Random-weight models give speed only. Writes OUT/results.json and OUT/speedup.png.
+--config FILE reads any option from YAML or JSON (keyed by field name: batch_sizes: [1, 32]);
+options after it override it. --print_config prints the whole resolved configuration.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from vtok.cli.options import add_cache_option
 
 DEFAULT_KEEPS = (0.5, 0.25, 0.1)
 NO_FIDELITY = ("fidelity needs a trained model (--titok or --classifier); random-weight models "
                "give speed only")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    subject = parser.add_argument_group("model (one of)")
-    subject.add_argument("--model", default="vit_tiny_patch16_224",
-                         help="timm model name (random weights) or a folder with config.json "
-                              "+ model.safetensors (default: %(default)s)")
-    subject.add_argument("--model-kwargs", default="{}", metavar="JSON",
-                         help='timm.create_model options, e.g. \'{"img_size": 32}\'')
-    subject.add_argument("--classifier", type=Path, metavar="DIR",
-                         help="trained timm classifier folder: adds top-1 agreement")
-    subject.add_argument("--titok", metavar="NAME_OR_DIR",
-                         help="trained vtok TiTok tokenizer: adds reconstruction PSNR / LPIPS")
-    parser.add_argument("--methods", nargs="+", metavar="NAME",
-                        help="reducers to bench (default: every registered one); options "
-                        "as NAME:option=value,..., e.g. tome:round_share=0.5")
-    parser.add_argument("--keeps", nargs="+", type=float, default=list(DEFAULT_KEEPS),
-                        metavar="RATIO", help="keep ratios (default: 0.5 0.25 0.1)")
-    parser.add_argument("--layer", type=int, help="block at whose input tokens are reduced "
-                        "(default 1: after the first block)")
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32], metavar="B")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median taken)")
-    parser.add_argument("--min-time", type=float, default=0.2,
-                        help="seconds one timed repeat lasts at least (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    parser.add_argument("--image-size", type=int,
-                        help="input size for --titok (default: its native size)")
-    parser.add_argument("--images", type=Path, metavar="DIR",
-                        help="photos for fidelity (default: the default photos' val split)")
-    parser.add_argument("--limit", type=int, help="use at most this many photos")
-    add_cache_option(parser)
-    parser.add_argument("--random-crops", type=int, default=4, metavar="N",
-                        help="random crops per photo for classifier agreement")
-    parser.add_argument("--out", type=Path, default=Path("reduce-bench"), metavar="DIR")
-    parser.add_argument("--json", type=Path, metavar="PATH",
-                        help="results file (default: OUT/results.json)")
+def _option(default: Any, help: str = "", metavar: str | None = None) -> Any:
+    """A field with the help (and metavar) of its option."""
+    meta = {**({"help": help} if help else {}), **({"metavar": metavar} if metavar else {})}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
-def _check(args: argparse.Namespace) -> tuple[list[str], list[float], dict[str, Any]]:
+@dataclass
+class ReduceBenchOptions:
+    """`vtok reduce-bench`'s options. The model is one of --model, --classifier, --titok."""
+
+    model: str = _option("vit_tiny_patch16_224", "timm model name (random weights) or a "
+                         "folder with config.json + model.safetensors")
+    model_kwargs: dict[str, Any] = _option({}, "timm.create_model options, e.g. "
+                                           '\'{"img_size": 32}\'', "JSON")
+    classifier: Path | None = _option(None, "trained timm classifier folder: adds top-1 "
+                                      "agreement", "DIR")
+    titok: str | None = _option(None, "trained vtok TiTok tokenizer: adds reconstruction "
+                                "PSNR / LPIPS", "NAME_OR_DIR")
+    methods: list[str] | None = _option(None, "reducers to bench (default: every registered "
+                                        "one); options as NAME:option=value,..., e.g. "
+                                        "tome:round_share=0.5", "NAME")
+    keeps: list[float] = _option(list(DEFAULT_KEEPS), "keep ratios", "RATIO")
+    layer: int | None = _option(None, "block at whose input tokens are reduced (default 1: "
+                                "after the first block)")
+    batch_sizes: list[int] = _option([1, 32], "batch sizes timed", "B")
+    warmup: int = _option(2, "untimed calls per variant")
+    repeats: int = _option(5, "timed rounds (median taken)")
+    min_time: float = _option(0.2, "seconds one timed repeat lasts at least")
+    threads: int = _option(0, "torch threads (0: all cores)")
+    image_size: int | None = _option(None, "input size for --titok (default: its native size)")
+    images: Path | None = _option(None, "photos for fidelity (default: the default photos' val "
+                                  "split)", "DIR")
+    limit: int | None = _option(None, "use at most this many photos")
+    cache: Path | None = _option(None, "", "DIR")  # its help is cache_help()
+    random_crops: int = _option(4, "random crops per photo for classifier agreement", "N")
+    out: Path = _option(Path("reduce-bench"), "folder of results.json and speedup.png", "DIR")
+    json: Path | None = _option(None, "results file (default: OUT/results.json)", "PATH")
+
+
+def main(argv: Sequence[str]) -> int:
+    from vtok.cli.typed import OptionError
+
+    try:
+        options = read_options(argv)
+    except OptionError as err:
+        print(f"vtok reduce-bench: {err}", file=sys.stderr)
+        return 2
+    return run(options)
+
+
+def read_options(argv: Sequence[str]) -> ReduceBenchOptions:
+    """The options of the command line (OptionError naming a refused one)."""
+    from vtok.cli.options import cache_help
+    from vtok.cli.typed import add_fields, new_parser, parse
+
+    parser = new_parser("reduce-bench", __doc__, "reduce")
+    add_fields(parser, ReduceBenchOptions, extra={"cache": {"help": cache_help()}})
+    return ReduceBenchOptions(**parse(parser, argv))
+
+
+def _check(args: ReduceBenchOptions) -> tuple[list[str], list[float]]:
     from vtok.eval.reduce_bench import parse_method
     from vtok.reduce import REDUCERS
     from vtok.reduce.adapter import check_options
@@ -83,16 +109,10 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[float], dict[str, 
             raise ValueError(f"{name} must be at least {low}, got {value}")
     if args.titok and args.classifier:
         raise ValueError("give --titok or --classifier, not both")
-    try:
-        model_kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--model-kwargs is not JSON ({err})") from None
-    if not isinstance(model_kwargs, dict):
-        raise ValueError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
-    return methods, keeps, model_kwargs
+    return methods, keeps
 
 
-def _subject(args: argparse.Namespace, model_kwargs: dict[str, Any]):
+def _subject(args: ReduceBenchOptions):
     from vtok.eval.reduce_bench import timm_subject, titok_subject
 
     if args.titok:
@@ -101,10 +121,10 @@ def _subject(args: argparse.Namespace, model_kwargs: dict[str, Any]):
         if not args.classifier.is_dir():
             raise ValueError(f"--classifier {args.classifier}: not a folder")
         return timm_subject(str(args.classifier), trained=True)
-    return timm_subject(args.model, model_kwargs)
+    return timm_subject(args.model, args.model_kwargs)
 
 
-def _images(args: argparse.Namespace, subject) -> tuple[Any, Any]:
+def _images(args: ReduceBenchOptions, subject) -> tuple[Any, Any]:
     """Fidelity inputs: (images, random crops or None)."""
     import torch
 
@@ -124,7 +144,7 @@ def _images(args: argparse.Namespace, subject) -> tuple[Any, Any]:
     return center, random_crops(photos, size, args.random_crops)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: ReduceBenchOptions) -> int:
     import torch
     from tqdm import tqdm
 
@@ -136,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
     from vtok.reduce.model_parts import find_parts
 
     try:
-        methods, keeps, model_kwargs = _check(args)
-        subject = _subject(args, model_kwargs)
+        methods, keeps = _check(args)
+        subject = _subject(args)
         check_layers(args.layer, True, find_parts(subject.model).depth)
         inputs = _images(args, subject) if subject.trained else None
     except (ValueError, RuntimeError, OSError) as err:
@@ -168,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "subject": {"name": subject.name, "kind": subject.kind, "image_size": subject.image_size,
                     "weights": "trained" if subject.trained else "random",
-                    "model_kwargs": None if subject.trained else model_kwargs},
+                    "model_kwargs": None if subject.trained else args.model_kwargs},
         "threads": used_threads, "batch_sizes": args.batch_sizes, "warmup": args.warmup,
         "repeats": args.repeats, "min_time": args.min_time, "layer": args.layer,
         "methods": methods, "keeps": keeps,
