@@ -9,7 +9,7 @@ from PIL import Image
 
 from vtok.cache import MissingAssetError
 from vtok.cli import main
-from vtok.data import photos
+from vtok.data import photos, sources
 from vtok.data.photo_manifest import dump, licence_of, licences, replace_entries, split_of
 from vtok.data.photos import MANIFEST, SPLITS, load_manifest, photo_paths, prepare
 
@@ -78,7 +78,7 @@ def test_prepare_copies_good_files_and_reports_each_bad_one(tmp_path, fake_packa
 
 
 def test_missing_debian_tools_name_the_package_and_the_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(photos.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sources.shutil, "which", lambda name: None)
     entry = {"name": "x.png", "kind": "deb", "package": "libjxl-testdata",
              "path": "usr/share/nowhere/x.png", "sha256": "0" * 64, "split": "train"}
     report = prepare(tmp_path, [entry])

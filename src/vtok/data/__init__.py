@@ -1,5 +1,7 @@
-"""Data: reading images and video, the default photo set, datasets of random crops."""
+"""Data: reading images and video, the default photo and clip sets, datasets of random crops
+and clips."""
 
+from vtok.data.clips import clip_paths
 from vtok.data.images import IMAGE_SUFFIXES, ImageReadError, find_images, read_image
 from vtok.data.photos import photo_paths, prepare
 from vtok.data.video import (
@@ -19,6 +21,7 @@ __all__ = [
     "VideoInfo",
     "VideoReadError",
     "VideoReadWarning",
+    "clip_paths",
     "find_images",
     "photo_paths",
     "prepare",

@@ -1,8 +1,9 @@
-"""Helpers for the scripts that build the photo manifest (`photos.json`): licences from a Debian
-copyright file, the split of a photo, the committed layout, and replacing one source's entries.
+"""Helpers for the scripts that build the photo and clip manifests (`photos.json`, `clips.json`):
+licences from a Debian copyright file, the split of a photo, the committed layout, and replacing
+one source's entries.
 
-Used by scripts/add_gcompris_photos.py and scripts/add_deb_photos.py; `vtok data prepare` never
-needs them.
+Used by scripts/add_gcompris_photos.py, scripts/add_deb_photos.py and scripts/add_clips.py;
+`vtok data prepare` never needs them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from vtok.data.photos import SPLITS
+from vtok.data.sources import SPLITS
 
 
 def licences(copyright_text: str) -> list[tuple[list[str], str]]:
@@ -75,8 +76,9 @@ def split_counts(entries: Iterable[dict]) -> dict[str, int]:
     return {s: sum(e["split"] == s for e in entries) for s in SPLITS}
 
 
-def dump(manifest: dict) -> str:
-    """The manifest as committed: one photo a line."""
-    lines = [json.dumps(e) for e in manifest["photos"]]
-    return ("{\n" f' "description": {json.dumps(manifest["description"])},\n' ' "photos": [\n  '
+def dump(manifest: dict, key: str = "photos") -> str:
+    """The manifest as committed: its description, then one entry a line under `key` ("photos"
+    or "clips")."""
+    lines = [json.dumps(e) for e in manifest[key]]
+    return ("{\n" f' "description": {json.dumps(manifest["description"])},\n' f' "{key}": [\n  '
             + ",\n  ".join(lines) + "\n ]\n}\n")

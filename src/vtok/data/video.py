@@ -294,9 +294,17 @@ def _frames_from(container, stream, start: Fraction, status: _Status, name: str,
         try:
             frame = next(frames, None)
         except av.error.FFmpegError as err:
+            if seeked and last_time is None:  # where the seek landed does not decode
+                seeked, decoded, corrupt = False, 0, 0
+                frames = _rewound(container, stream, origin)
+                continue
             status.problem = f"breaks off after {decoded} decoded frames ({err})"
             break
         if frame is None:
+            if seeked and last_time is None:  # the seek went past every frame
+                seeked, decoded, corrupt = False, 0, 0
+                frames = _rewound(container, stream, origin)
+                continue
             status.problem = _short(container, stream, last_time, last_length, base)
             break
         decoded += 1
@@ -310,10 +318,9 @@ def _frames_from(container, stream, start: Fraction, status: _Status, name: str,
             time = (frame.pts - origin) * base
         else:  # no timestamp (some raw streams): one frame length after the last
             time = Fraction(0) if last_time is None else last_time + last_length
-        if decoded == 1 and seeked and time > start:  # the seek overshot: read from the start
-            _seek(container, stream, origin)
-            seeked, decoded = False, 0
-            frames = _decoded_frames(container, stream)
+        if seeked and last_time is None and time > start:  # the seek overshot
+            seeked, decoded, corrupt = False, 0, 0
+            frames = _rewound(container, stream, origin)
             continue
         last_length = frame.duration * base if frame.duration else default_length
         last_time = time
@@ -349,6 +356,15 @@ def _decoded_frames(container, stream):
     """Decoded PyAV frames in presentation order; PyAV errors pass through."""
     for packet in container.demux(stream):
         yield from stream.decode(packet)
+
+
+def _rewound(container, stream, origin: int):
+    """Decoded frames from the first one on. The target is before the first timestamp: MPEG-TS
+    finds a seek target by searching timestamps, and a search for the first one itself can land
+    seconds later."""
+    if not _seek(container, stream, min(origin, 0) - 1):
+        _seek(container, stream, origin)
+    return _decoded_frames(container, stream)
 
 
 def _seek(container, stream, offset: int) -> bool:
