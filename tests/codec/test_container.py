@@ -131,8 +131,11 @@ def test_frame_count_and_rate_travel_with_the_tokens(tmp_path):
     still = tok.encode(torch.rand(1, 3, 16, 16))
     clip = dataclasses.replace(tok.encode(torch.rand(1, 3, 16, 16)), frames=9, fps=(30000, 1001))
     write_vtok(tmp_path / "a.vtok", to_vtok([still, clip], 16, RawCoder(16)))
-    back = from_vtok(read_vtok(tmp_path / "a.vtok"), RawCoder(16), tok)
+    back = from_vtok(read_vtok(tmp_path / "a.vtok"), RawCoder(16), tok.tokenizer_id)
     assert [(t.frames, t.fps) for t in back] == [(1, (0, 1)), (9, (30000, 1001))]
+    # an image tokenizer could not have made a clip's tokens: refused before decoding
+    with pytest.raises(VtokFormatError, match="image 1: a conv2d tokenizer codes still images"):
+        from_vtok(read_vtok(tmp_path / "a.vtok"), RawCoder(16), tok)
 
 
 @pytest.mark.parametrize("preset,size", [("test-conv2d", (37, 50)), ("test-titok", (32, 32)),

@@ -74,12 +74,12 @@ def to_vtok(tokens: Sequence[Tokens], codebook_size: int, coder: Coder,
 
 
 def check_file_tokens(vfile: VtokFile, tokenizer: Tokenizer) -> None:
-    """VtokFormatError naming the first image whose size, token shape, codebook or depth
-    `tokenizer` could not have produced (checked before any payload is decoded)."""
+    """VtokFormatError naming the first image whose size, frame count, token shape, codebook
+    or depth `tokenizer` could not have produced (checked before any payload is decoded)."""
     for i, image in enumerate(vfile.images):
         try:
             tokenizer.check_tokens(image.image_size, image.token_shape, vfile.depth,
-                                   vfile.codebook_size)
+                                   vfile.codebook_size, frames=image.frames)
         except ValueError as err:
             raise VtokFormatError(f"image {i}: {err}") from None
 

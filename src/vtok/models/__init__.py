@@ -1,4 +1,5 @@
-"""Tokenizers: 2D convolutional (`conv2d`) and 1D transformer (`titok`), presets, loading.
+"""Tokenizers: 2D convolutional (`conv2d`), causal 3D convolutional for video and images
+(`conv3d`) and 1D transformer (`titok`), presets, loading.
 
 Importing `vtok.models` is cheap: `list_pretrained` (and `vtok.models.shipped`) read the
 shipped folders' config.json without torch; the other names import the models on first use.
@@ -13,6 +14,8 @@ _HOMES = {
     "Tokens": "vtok.models.base",
     "ConvTokenizer": "vtok.models.conv2d",
     "ConvTokenizerConfig": "vtok.models.conv2d",
+    "Conv3dTokenizer": "vtok.models.conv3d",
+    "Conv3dTokenizerConfig": "vtok.models.conv3d",
     "TiTokConfig": "vtok.models.titok",
     "TiTokTokenizer": "vtok.models.titok",
     "PRESETS": "vtok.models.presets",

@@ -1,6 +1,7 @@
 """The tokenizer interface: `encode` images to `Tokens`, `decode` them back, save and load.
 
-Images at the API are float `[B, 3, H, W]` in [0, 1]. Weights live in a directory holding
+Images at the API are float `[B, 3, H, W]` in [0, 1]; a video tokenizer also takes clips
+`[B, T, 3, H, W]` (a still image being a one-frame clip). Weights live in a directory holding
 `config.json` and `model.safetensors` (the Hugging Face layout); nothing else is ever read.
 """
 
@@ -27,7 +28,8 @@ from vtok.quant import Quantizer, create_quantizer
 from vtok.registry import Registry
 
 ARCHITECTURES: Registry[type[Tokenizer]] = Registry(
-    "tokenizer architecture", modules=("vtok.models.conv2d", "vtok.models.titok"))
+    "tokenizer architecture",
+    modules=("vtok.models.conv2d", "vtok.models.conv3d", "vtok.models.titok"))
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes; refuse megabytes unread
 MAX_DECODE_PIXELS = 1 << 24  # 16.7 megapixels: larger images are not decoded (split them)
@@ -37,14 +39,15 @@ DEFAULT_STATS_PIXELS = 1 << 21  # pixels a tiled run measures GroupNorm statisti
 
 @dataclass
 class Tokens:
-    """Discrete tokens of a batch of images.
+    """Discrete tokens of a batch of images (or clips).
 
     indices: `[B, *token_shape]` (plus a trailing axis for multi-index quantizers).
-    token_shape: `(h, w)` for a 2D grid or `(k,)` for a 1D sequence. image_size: the original
-    `(H, W)`. tokenizer_id: hash of the tokenizer's config and weights. num_tokens: tokens kept
-    per image (less than the maximum for variable-length tokenizers). frames and fps: how many
-    frames the tokens stand for and their rate as a fraction (num, den); a still image is one
-    frame with rate (0, 1), "none".
+    token_shape: `(h, w)` for a 2D grid, `(k,)` for a 1D sequence or `(t, h, w)` for the
+    latent frames of a video tokenizer. image_size: the original `(H, W)` of each frame.
+    tokenizer_id: hash of the tokenizer's config and weights. num_tokens: tokens kept per image
+    (less than the maximum for variable-length tokenizers). frames and fps: how many frames
+    the tokens stand for and their rate as a fraction (num, den); a still image is one frame
+    with rate (0, 1), "none".
     """
 
     indices: Tensor
@@ -143,18 +146,32 @@ class Tokenizer(nn.Module):
     def _decode(self, tokens: Tokens) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def token_shape(self, image_size: tuple[int, int],
-                    num_tokens: int | None = None) -> tuple[int, ...]:  # pragma: no cover
-        """The token layout `encode` gives an image of `image_size` (H, W): `(h, w)` for a
-        grid, `(k,)` for a sequence (`num_tokens` of them for a variable-length tokenizer,
-        default `max_tokens`); one index per token, or `indices_per_token` on a trailing axis.
-        ValueError for a size or count this tokenizer cannot code."""
+    def token_shape(self, image_size: tuple[int, int], num_tokens: int | None = None,
+                    frames: int = 1) -> tuple[int, ...]:  # pragma: no cover
+        """The token layout `encode` gives an image of `image_size` (H, W), or a clip of
+        `frames` such frames: `(h, w)` for a grid, `(k,)` for a sequence (`num_tokens` of them
+        for a variable-length tokenizer, default `max_tokens`), `(t, h, w)` for a video
+        tokenizer (t = 1 for a still); one index per token, or `indices_per_token` on a
+        trailing axis. ValueError for a size, count or frame count this tokenizer cannot code
+        (an image tokenizer codes one frame only, see `refuse_clips`)."""
         raise NotImplementedError
 
+    def refuse_clips(self, frames: int) -> None:
+        """ValueError unless `frames` is 1: for tokenizers of still images."""
+        if frames != 1:
+            raise ValueError(f"a {self.architecture} tokenizer codes still images (one frame), "
+                             f"not clips of {frames!r} frames; use a video tokenizer (conv3d)")
+
+    def check_input(self, images: Tensor) -> None:
+        """ValueError unless `images` is what `encode` takes (`[B, 3, H, W]` floats here)."""
+        check_images(images)
+
     def check_tokens(self, image_size: tuple[int, int], token_shape: tuple[int, ...],
-                     depth: int = 1, codebook_size: int | None = None) -> None:
+                     depth: int = 1, codebook_size: int | None = None,
+                     frames: int = 1) -> None:
         """Refuse token metadata (from a file, say) that this tokenizer could not have made,
-        before any decoding work: ValueError naming the mismatch."""
+        before any decoding work: ValueError naming the mismatch. `frames`: how many frames
+        the tokens stand for (1: a still image)."""
         h, w = image_size
         if h * w > MAX_DECODE_PIXELS:
             raise ValueError(f"{w}x{h} pixels exceed the {MAX_DECODE_PIXELS} a tokenizer "
@@ -168,9 +185,11 @@ class Tokenizer(nn.Module):
         token_shape = tuple(token_shape)
         if self.variable_length and len(token_shape) != 1:
             raise ValueError(f"this tokenizer gives tokens in a sequence, not {token_shape}")
-        expected = self.token_shape((h, w), token_shape[0] if self.variable_length else None)
+        expected = self.token_shape((h, w), token_shape[0] if self.variable_length else None,
+                                    frames=frames)
         if token_shape != expected:
-            raise ValueError(f"a {w}x{h} image gives tokens of shape {expected} with this "
+            what = f"a {w}x{h} image" if frames == 1 else f"a clip of {frames} {w}x{h} frames"
+            raise ValueError(f"{what} gives tokens of shape {expected} with this "
                              f"tokenizer, not {token_shape}")
 
     # -- coding path ---------------------------------------------------------------------
@@ -197,7 +216,7 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: Tensor, num_tokens: int | None = None) -> Tokens:
-        check_images(images)
+        self.check_input(images)
         if images.shape[-1] * images.shape[-2] > MAX_DECODE_PIXELS:
             raise ValueError(f"{images.shape[-1]}x{images.shape[-2]} pixels exceed the "
                              f"{MAX_DECODE_PIXELS} a tokenizer codes at once")

@@ -179,8 +179,9 @@ class ConvTokenizer(Tokenizer):
     def last_layer(self) -> Tensor:
         return self.decoder.layers[-1].weight
 
-    def token_shape(self, image_size: tuple[int, int],
-                    num_tokens: int | None = None) -> tuple[int, ...]:
+    def token_shape(self, image_size: tuple[int, int], num_tokens: int | None = None,
+                    frames: int = 1) -> tuple[int, ...]:
+        self.refuse_clips(frames)
         f = self.config.downsample
         grid = (-(-image_size[0] // f), -(-image_size[1] // f))
         with torch.no_grad(), eval_mode(self.quantizer):  # the quantizer's own token layout

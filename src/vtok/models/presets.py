@@ -10,6 +10,7 @@ from typing import Any
 
 from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig
 from vtok.models.conv2d import ConvTokenizerConfig
+from vtok.models.conv3d import Conv3dTokenizerConfig
 from vtok.models.shipped import PRETRAINED_DIR, list_pretrained, shipped_name, tokenizer_dir
 from vtok.models.titok import TiTokConfig
 from vtok.registry import Registry
@@ -42,6 +43,14 @@ def _test_titok_conv() -> TokenizerConfig:
         _test_titok(), pixel_codec="conv", conv_channels=conv.channels,
         conv_channel_mult=conv.channel_mult, conv_num_res_blocks=conv.num_res_blocks,
         conv_latent_dim=conv.latent_dim, grid_codes=conv.quantizer_options["codebook_size"])
+
+
+@PRESETS.register("test-conv3d")
+def _test_conv3d() -> TokenizerConfig:
+    """Tiny causal video tokenizer for tests: x4 in space, x4 in time, 1000 FSQ codes."""
+    return Conv3dTokenizerConfig(channels=8, channel_mult=(1, 2, 2), num_res_blocks=1,
+                                 latent_dim=4, quantizer="fsq",
+                                 quantizer_options={"levels": [8, 5, 5, 5]})
 
 
 @PRESETS.register("conv2d-f8-cpu")
@@ -84,6 +93,16 @@ def _titok_f8_cpu() -> TokenizerConfig:
                        grid_codes=conv.quantizer_options["codebook_size"])
 
 
+@PRESETS.register("conv3d-f8t4-cpu")
+def _conv3d_f8t4_cpu() -> TokenizerConfig:
+    """Causal video (and image) tokenizer, x8 in space and x4 in time, 1000 FSQ codes (about
+    10 bits per token, each standing for 4 frames of 8x8 pixels); factorized convs (3x3 in
+    space, then 3 frames in time) keep it small enough (3.5M weights) to train on a CPU."""
+    return Conv3dTokenizerConfig(channels=16, channel_mult=(1, 2, 4, 8), num_res_blocks=1,
+                                 factorized=True, latent_dim=4, quantizer="fsq",
+                                 quantizer_options={"levels": [8, 5, 5, 5]})
+
+
 @PRESETS.register("vqgan-f16")
 def _vqgan_f16() -> TokenizerConfig:
     """VQGAN-class x16 tokenizer for 256x256 ImageNet-style training on 8 GPUs (~70M params);
@@ -101,6 +120,25 @@ def _titok_s_128() -> TokenizerConfig:
                        decoder_width=512, decoder_depth=8, decoder_heads=8,
                        num_latent_tokens=128, latent_dim=16,
                        quantizer_options={"codebook_size": 4096})
+
+
+@PRESETS.register("cosmos-dv4x8x8")
+def _cosmos_dv4x8x8() -> TokenizerConfig:
+    """Cosmos-Tokenizer-DV4x8x8-class causal video tokenizer for GPU clusters (~116M weights):
+    x8 in space, x4 in time, factorized convs with attention within frames, 64,000 FSQ codes
+    (levels 8,8,8,5,5,5)."""
+    return Conv3dTokenizerConfig(channels=128, channel_mult=(1, 2, 4, 4), num_res_blocks=2,
+                                 factorized=True, attention=True, latent_dim=6, quantizer="fsq",
+                                 quantizer_options={"levels": [8, 8, 8, 5, 5, 5]})
+
+
+@PRESETS.register("magvit2")
+def _magvit2() -> TokenizerConfig:
+    """MAGVIT-v2-class causal video tokenizer for GPU clusters (~263M weights): full 3x3x3
+    causal convs, 128 channels x (1, 2, 2, 4), 4 ResBlocks a stage, x8 in space, x4 in time,
+    lookup-free quantization of 18 bits (262,144 codes)."""
+    return Conv3dTokenizerConfig(channels=128, channel_mult=(1, 2, 2, 4), num_res_blocks=4,
+                                 latent_dim=18, quantizer="lfq", quantizer_options={})
 
 
 def preset_config(name: str, **overrides: Any) -> TokenizerConfig:

@@ -262,8 +262,9 @@ class TiTokTokenizer(Tokenizer):
         native = self.config.image_size // self.config.patch_size
         return quadtree_regions(self.max_tokens, grid, native).to(device)
 
-    def token_shape(self, image_size: tuple[int, int],
-                    num_tokens: int | None = None) -> tuple[int, ...]:
+    def token_shape(self, image_size: tuple[int, int], num_tokens: int | None = None,
+                    frames: int = 1) -> tuple[int, ...]:
+        self.refuse_clips(frames)
         if num_tokens is not None and not (isinstance(num_tokens, int)
                                            and 1 <= num_tokens <= self.max_tokens):
             raise ValueError(f"this tokenizer gives 1 to {self.max_tokens} tokens in a "

@@ -70,7 +70,9 @@ class FiniteScalarQuantizer(Quantizer):
         self.register_buffer("offset", offset, persistent=False)
         self.register_buffer("span", span, persistent=False)
         self.register_buffer("shift", torch.atanh(offset / span), persistent=False)
-        self.index_base = float((half * radix).sum())  # index of the all-zero code
+        # index of the all-zero code, in plain Python so the quantizer builds on the meta device
+        self.index_base = float(sum(v // 2 * math.prod(self.levels[:i])
+                                    for i, v in enumerate(self.levels)))
 
     def bound(self, x: Tensor) -> Tensor:
         """Squash x so that rounding gives integers in [-(L//2), L - 1 - L//2]."""
