@@ -32,7 +32,7 @@ def test_shipped_weights_stay_small():
 
     total = sum(f.stat().st_size for e in vtok.list_pretrained()
                 for f in Path(e["path"]).iterdir())
-    assert total < 30e6
+    assert total < 45e6  # the budget for every shipped tokenizer, video ones included
 
 
 def test_the_variable_length_tokenizer_improves_with_every_token_count(val_photo):
