@@ -1,10 +1,16 @@
-"""Encode images into .vtok token files with a tokenizer.
+"""Encode images and video clips into .vtok token files with a tokenizer.
 
-Inputs are image files or folders (searched recursively for images). An OUT ending in .vtok
-receives every input image in one file (each under its file's stem as its name); any other OUT
-is a folder that receives NAME.vtok per input, in the same subfolders as below an input
-folder. Unreadable inputs are skipped and named; the others are still written, and the exit
-code is then 1.
+Inputs are image files, video files (by suffix: VIDEO_SUFFIXES) or folders (searched
+recursively for both). An OUT ending in .vtok receives every input in one file (each under its
+file's stem as its name); any other OUT is a folder that receives NAME.vtok per input, in the
+same subfolders as below an input folder.
+
+A video is read as one clip of at most --max-frames frames (from --start, for --duration
+seconds, resampled to --fps if given) and stored as one entry with its frame count and frame
+rate; it needs a tokenizer that codes clips (`Tokenizer.codes_clips`, e.g. conv3d), which also
+stores still images as one-frame entries. A video that breaks off (truncated or corrupt) is
+not coded. Unreadable inputs (and videos given to an image tokenizer) are skipped and named;
+the others are still written, and the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ from pathlib import Path
 
 from vtok.cli.options import add_cache_option
 
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".mpg"}
+DEFAULT_MAX_FRAMES = 256
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IN",
-                        help="image files or folders (recursive)")
+                        help="image or video files, or folders (recursive)")
     parser.add_argument("-t", "--tokenizer", required=True,
                         help="shipped tokenizer name or tokenizer folder")
     parser.add_argument("-o", "--out", required=True, type=Path, help="output file or folder")
@@ -31,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "token prior shipped beside the tokenizer; default: the smaller of the "
                         "two for each file (raw when no prior ships)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    video = parser.add_argument_group("video inputs (a tokenizer that codes clips)")
+    video.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES,
+                       help=f"most frames read from each video (default {DEFAULT_MAX_FRAMES})")
+    video.add_argument("--start", type=float, default=0.0, help="seconds into each video")
+    video.add_argument("--duration", type=float, help="seconds read from each video")
+    video.add_argument("--fps", type=float, help="resample each video to this frame rate")
     add_cache_option(parser)  # the LPIPS weights of --target-lpips
 
 
@@ -44,18 +59,23 @@ def _smallest(entries: list, codebook_size: int, coders: list):
     return min(files, key=lambda f: len(f.to_bytes()))
 
 
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
 def _expand(inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(image path, its path relative to the output folder) for every input; folders are
-    searched recursively (ValueError for a folder with no images)."""
+    """(image or video path, its path relative to the output folder) for every input; folders
+    are searched recursively (ValueError for a folder with no images or videos)."""
     from vtok.data.images import find_images
 
     found = []
     for path in inputs:
         if path.is_dir():
-            images = find_images(path)
-            if not images:
-                raise ValueError(f"{path}: no images in this folder")
-            found += [(p, p.relative_to(path)) for p in images]
+            videos = [p for p in path.rglob("*") if is_video(p) and p.is_file()]
+            media = sorted(find_images(path) + videos)
+            if not media:
+                raise ValueError(f"{path}: no images in this folder (nor videos)")
+            found += [(p, p.relative_to(path)) for p in media]
         else:
             found.append((path, Path(path.name)))
     return found
@@ -81,6 +101,42 @@ def _check_request(args: argparse.Namespace, tok) -> None:
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    if args.max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.start < 0 or (args.duration is not None and not args.duration > 0) or (
+            args.fps is not None and not args.fps > 0):
+        raise ValueError("--start must be >= 0, --duration and --fps > 0")
+
+
+def _read_video(path: Path, args: argparse.Namespace, tok):
+    """The clip `[T, 3, H, W]` and its frame rate (num, den) of a video, or ValueError naming
+    the file and what is wrong (an image tokenizer, unreadable, truncated, no frame rate)."""
+    import warnings
+    from fractions import Fraction
+
+    from vtok.data.video import VideoReadWarning, read_clip
+    from vtok.models.base import MAX_DECODE_PIXELS
+
+    if not tok.codes_clips:
+        raise ValueError(f"{path}: is a video; a {tok.architecture} tokenizer codes still "
+                         f"images; use a video tokenizer (conv3d)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VideoReadWarning)  # clip.problem says it
+        clip = read_clip(path, args.max_frames, start=args.start, duration=args.duration,
+                         fps=None if args.fps is None else Fraction(args.fps),
+                         max_pixels=MAX_DECODE_PIXELS)
+    if clip.problem is not None:
+        raise ValueError(f"{path}: not coded: {clip.problem}")
+    if clip.frames.shape[0] > 1:
+        if clip.fps is None or not clip.fps > 0:
+            raise ValueError(f"{path}: the video has no frame rate; give one with --fps")
+        fps = Fraction(clip.fps).limit_denominator(1 << 20)
+        if not 0 < fps.numerator < 1 << 32:
+            raise ValueError(f"{path}: frame rate {float(clip.fps)} out of range")
+        rate = (fps.numerator, fps.denominator)
+    else:
+        rate = (0, 1)
+    return clip.frames, rate
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,9 +193,20 @@ def run(args: argparse.Namespace) -> int:
             return 1
     bad, done, kept, notes = [], [], [], []
     paths = [path for path, _ in found]
-    bar = tqdm(paths, desc="encode", unit="img", disable=len(paths) < 2)
+    bar = tqdm(paths, desc="encode", unit="file", disable=len(paths) < 2)
     for path, out in zip(bar, outputs):
         try:
+            if is_video(path):
+                frames, rate = _read_video(path, args, tok)
+                tokens = tok.encode(frames[None])
+                tokens.fps = rate
+                entry = (tokens, False, image_name(path.stem))
+                if not shared:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    write_vtok(out, _smallest([entry], tok.codebook_size, coders), force=True)
+                    done.append(out)
+                kept.append(entry)
+                continue
             decoded = load_image(path)
             image = decoded.pixels
             if args.target_bpp is not None:
@@ -167,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as err:
             print(f"vtok encode: cannot write {outputs[0]} ({err})", file=sys.stderr)
             return 1
-    print(f"encoded {len(done) if not shared else len(kept)} of {len(paths)} images "
+    print(f"encoded {len(done) if not shared else len(kept)} of {len(paths)} inputs "
           f"into {len(done)} file(s)"
           + (f": {done[0]}" if len(done) == 1 else f" in {args.out}" if done else ""))
     for message in notes:

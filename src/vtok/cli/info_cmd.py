@@ -1,5 +1,8 @@
 """Describe a .vtok file: format, coding, tokenizer, and per image its size, tokens and bpp.
 
+For a clip, also its frame count and frame rate; its bpp are bits per pixel per frame (the
+payload over width x height x frames), as is the overall bpp of a file holding clips.
+
 The shipped tokenizer is named from the ids stored in the shipped folders (no model is loaded).
 """
 
@@ -23,7 +26,7 @@ def describe(path: Path) -> dict[str, Any]:
 
     vfile = read_vtok(path)
     size = path.stat().st_size
-    pixels = sum(h * w for h, w in (im.image_size for im in vfile.images))
+    pixels = sum(im.image_size[0] * im.image_size[1] * im.frames for im in vfile.images)
     return {
         "file": str(path), "bytes": size, "format_version": vfile.version,
         "coding": vfile.coding, "tokenizer_id": vfile.tokenizer_id, "prior_id": vfile.prior_id,
@@ -35,10 +38,19 @@ def describe(path: Path) -> dict[str, Any]:
             "frames": im.frames, "fps": list(im.fps),
             "token_shape": list(im.token_shape), "tokens": im.num_tokens,
             "payload_bytes": len(im.payload),
-            "payload_bpp": len(im.payload) * 8 / (im.image_size[0] * im.image_size[1]),
+            "payload_bpp": len(im.payload) * 8 / (im.image_size[0] * im.image_size[1]
+                                                  * im.frames),
             "alpha_composited_on_white": im.alpha,
         } for im in vfile.images],
     }
+
+
+def rate_text(fps: tuple[int, int]) -> str:
+    """(25, 1) -> "25", (30000, 1001) -> "29.97 (30000/1001)"."""
+    num, den = fps
+    if den == 1:
+        return str(num)
+    return f"{num / den:.4g} ({num}/{den})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
         alpha = ", alpha composited on white" if im["alpha_composited_on_white"] else ""
         shape = "x".join(map(str, im["token_shape"]))
         label = f" {im['name']!r}" if im["name"] else ""
+        if im["frames"] > 1:
+            print(f"  clip {i}{label}: {im['width']}x{im['height']} px, {im['frames']} frames "
+                  f"at {rate_text(im['fps'])} fps, {im['tokens']} tokens ({shape}), "
+                  f"payload {im['payload_bytes']} bytes = {im['payload_bpp']:.4f} bpp "
+                  f"per frame")
+            continue
         print(f"  image {i}{label}: {im['width']}x{im['height']} px, "
               f"{im['tokens']} tokens ({shape}), "
               f"payload {im['payload_bytes']} bytes = {im['payload_bpp']:.4f} bpp{alpha}")

@@ -205,6 +205,12 @@ class Tokenizer(nn.Module):
         return False
 
     @property
+    def codes_clips(self) -> bool:
+        """Whether `encode` takes clips `[B, T, 3, H, W]` (a video tokenizer); False: it codes
+        still images only and refuses clips (see `refuse_clips`)."""
+        return False
+
+    @property
     def max_tokens(self) -> int | None:
         """The most tokens an image gets whatever its size; None when it grows with the size."""
         return None

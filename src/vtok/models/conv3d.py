@@ -202,6 +202,10 @@ class Conv3dTokenizer(Tokenizer):
         self.decoder = Decoder3d(config)
         self.chunk_frames = DEFAULT_CHUNK_FRAMES
 
+    @property
+    def codes_clips(self) -> bool:
+        return True
+
     def check_input(self, images: Tensor) -> None:
         check_clips(images)
 
