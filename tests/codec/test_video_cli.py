@@ -159,3 +159,29 @@ def test_a_video_with_an_image_tokenizer_is_refused_naming_it(tokenizers, tmp_pa
     err = capsys.readouterr().err
     assert "clip.mkv: is a video; a conv2d tokenizer codes still images" in err
     assert sorted(p.name for p in out.iterdir()) == ["a.vtok"]
+
+
+def test_large_clips_are_capped_and_huge_frames_refused(tokenizers, tmp_path, capsys,
+                                                        monkeypatch):
+    from vtok.cli import encode_cmd
+    from vtok.models import base
+
+    tok_dir = str(tokenizers / "test-conv3d")
+    clip = str(write_clip(tmp_path / "clip.mkv"))
+    monkeypatch.setattr(encode_cmd, "MAX_CLIP_PIXELS", W * H * 4)
+    assert main(["encode", clip, "-t", tok_dir, "-o", str(tmp_path / "a.vtok")]) == 0
+    assert read_vtok(tmp_path / "a.vtok").images[0].frames == 4
+    assert "only its first 4 frames are coded" in capsys.readouterr().err
+    monkeypatch.setattr(base, "MAX_DECODE_PIXELS", W * H - 1)
+    assert main(["encode", clip, "-t", tok_dir, "-o", str(tmp_path / "b.vtok")]) == 1
+    assert "clip.mkv" in capsys.readouterr().err and not (tmp_path / "b.vtok").exists()
+
+
+def test_fps_and_start_are_passed_to_the_reader(tokenizers, tmp_path):
+    clip = str(write_clip(tmp_path / "clip.mkv"))
+    out = tmp_path / "c.vtok"
+    assert main(["encode", clip, "-t", str(tokenizers / "test-conv3d"), "-o", str(out),
+                 "--fps", "10", "--start", "0.04"]) == 0
+    (entry,) = read_vtok(out).images
+    assert entry.fps == (10, 1) and entry.frames == len(read_clip(clip, 256, start=0.04,
+                                                                  fps=10).frames)

@@ -23,6 +23,7 @@ from vtok.cli.options import add_cache_option
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".mpg"}
 DEFAULT_MAX_FRAMES = 256
+MAX_CLIP_PIXELS = 1 << 28  # pixels of all frames of one clip: what `vtok decode` decodes per file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,25 +109,33 @@ def _check_request(args: argparse.Namespace, tok) -> None:
         raise ValueError("--start must be >= 0, --duration and --fps > 0")
 
 
-def _read_video(path: Path, args: argparse.Namespace, tok):
+def _read_video(path: Path, args: argparse.Namespace, tok, notes: list[str]):
     """The clip `[T, 3, H, W]` and its frame rate (num, den) of a video, or ValueError naming
-    the file and what is wrong (an image tokenizer, unreadable, truncated, no frame rate)."""
+    the file and what is wrong (an image tokenizer, unreadable, truncated, no frame rate).
+    At most MAX_CLIP_PIXELS pixels are read (fewer frames than --max-frames at large sizes,
+    noted), so the clip fits in memory and `vtok decode` decodes it."""
     import warnings
     from fractions import Fraction
 
-    from vtok.data.video import VideoReadWarning, read_clip
+    from vtok.data.video import VideoReadWarning, probe_video, read_clip
     from vtok.models.base import MAX_DECODE_PIXELS
 
     if not tok.codes_clips:
         raise ValueError(f"{path}: is a video; a {tok.architecture} tokenizer codes still "
                          f"images; use a video tokenizer (conv3d)")
+    info = probe_video(path, max_pixels=MAX_DECODE_PIXELS)  # a huge size refused unread
+    limit = max(1, MAX_CLIP_PIXELS // (info.width * info.height))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VideoReadWarning)  # clip.problem says it
-        clip = read_clip(path, args.max_frames, start=args.start, duration=args.duration,
+        clip = read_clip(path, min(args.max_frames, limit), start=args.start,
+                         duration=args.duration,
                          fps=None if args.fps is None else Fraction(args.fps),
                          max_pixels=MAX_DECODE_PIXELS)
     if clip.problem is not None:
         raise ValueError(f"{path}: not coded: {clip.problem}")
+    if clip.frames.shape[0] == limit < args.max_frames:
+        notes.append(f"{path}: only its first {limit} frames are coded ({info.width}x"
+                     f"{info.height}: at most {MAX_CLIP_PIXELS} pixels per clip)")
     if clip.frames.shape[0] > 1:
         if clip.fps is None or not clip.fps > 0:
             raise ValueError(f"{path}: the video has no frame rate; give one with --fps")
@@ -197,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     for path, out in zip(bar, outputs):
         try:
             if is_video(path):
-                frames, rate = _read_video(path, args, tok)
+                frames, rate = _read_video(path, args, tok, notes)
                 tokens = tok.encode(frames[None])
                 tokens.fps = rate
                 entry = (tokens, False, image_name(path.stem))
