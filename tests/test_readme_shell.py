@@ -16,6 +16,7 @@ import torch
 
 from vtok.cli import main
 from vtok.eval.codecs import to_pil
+from vtok.models import create_tokenizer
 
 README = Path(__file__).parents[1] / "README.md"
 NOT_RUN = {
@@ -97,6 +98,10 @@ def test_the_coding_commands_run_in_order(tmp_path, monkeypatch, capsys):
     for name in ("photo.jpg", "a.png", "b.png", "c.png", "photos/x.png", "photos/sub/y.jpg"):
         Path(name).parent.mkdir(parents=True, exist_ok=True)
         to_pil(photo).save(name)
+    from tests.data.test_video import numbered, write_clip  # a tiny H.264 clip
+
+    write_clip(Path("clip.mp4"), numbered(9), codec="libx264", pix_fmt="yuv420p", rate=25)
+    create_tokenizer("test-conv3d").save_pretrained("runs/vid/model")  # the user's video model
     ran = 0
     for words in COMMANDS:
         args = _vtok_args(words)
@@ -110,3 +115,4 @@ def test_the_coding_commands_run_in_order(tmp_path, monkeypatch, capsys):
     assert ran >= 8
     assert Path("p.png").exists() and Path("tokens/sub/y.vtok").exists()
     assert Path("tokens/a.vtok").exists() and Path("small.vtok").exists()
+    assert Path("out.mp4").stat().st_size > 0 and Path("frames/clip/frame_000008.png").exists()
