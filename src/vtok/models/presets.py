@@ -77,7 +77,7 @@ def _titok_cpu() -> TokenizerConfig:
 @PRESETS.register("titok-f8-cpu")
 def _titok_f8_cpu() -> TokenizerConfig:
     """Up to 128 ordered tokens (512 codes, 9 bits each) over conv2d-f8-cpu's latent grid:
-    the transformers read 4x4 cells of the 32x32 grid and predict one of its 192 codes per
+    the transformers read 4x4 cells of the 32x32 grid and predict one of its 256 codes per
     cell, so they train on the CPU by distillation from a trained conv2d-f8-cpu
     (`vtok.train.distill`) without ever decoding pixels. Tokens start tied to quadtree
     regions, which made them useful from the first steps."""
