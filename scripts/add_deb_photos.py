@@ -180,9 +180,6 @@ def entries(root: Path) -> list[dict]:
                                    unpacked / folder),
                 "split": split_of(sha),
             })
-    names = [e["name"] for e in out]
-    if len(set(names)) != len(names):
-        raise SystemExit("two photos would share a name")
     return out
 
 

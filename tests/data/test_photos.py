@@ -187,3 +187,6 @@ def test_replacing_one_sources_entries_keeps_the_others_and_each_photo_once():
     assert [e["name"] for e in manifest["photos"]] == ["a", "b2", "d", "e"]  # in their place
     replace_entries(manifest, ["s"], [entry("f", "s", "f")])
     assert [e["name"] for e in manifest["photos"]] == ["a", "b2", "d", "e", "f"]
+    with pytest.raises(ValueError, match="two photos would share a name: e"):
+        replace_entries(manifest, ["s"], [entry("e", "s", "g")])
+    assert [e["name"] for e in manifest["photos"]] == ["a", "b2", "d", "e", "f"]  # unchanged

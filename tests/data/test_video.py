@@ -347,17 +347,9 @@ def test_bad_arguments_name_themselves_at_the_call(kwargs, word):
     assert not isinstance(caught.value, VideoReadError)
 
 
-def test_frames_are_decoded_as_a_stream(tmp_path, monkeypatch):
+def test_frames_are_decoded_as_a_stream(tmp_path, decoded_pts):
     path = write_clip(tmp_path / "long.mkv", numbered(48))
-    decoded = []
-    original = video._decoded_frames
-
-    def counting(container, stream):
-        for frame in original(container, stream):
-            decoded.append(frame.pts)
-            yield frame
-
-    monkeypatch.setattr(video, "_decoded_frames", counting)
+    decoded = decoded_pts
     frames = read_frames(path, max_frames=2)
     assert inspect.isgenerator(frames) and not decoded  # nothing is read before iteration
     assert len(list(frames)) == 2 and len(decoded) <= 3

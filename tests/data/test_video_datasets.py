@@ -11,7 +11,6 @@ from PIL import Image
 pytest.importorskip("av")
 
 from tests.data.test_video import write_clip  # noqa: E402
-from vtok.data import video  # noqa: E402
 from vtok.data.datasets import ImageItem, image_items  # noqa: E402
 from vtok.data.video import VideoReadError  # noqa: E402
 from vtok.data.video_datasets import (  # noqa: E402
@@ -69,19 +68,11 @@ def test_every_frame_of_a_clip_is_cut_with_the_same_box(tmp_path):
     assert 0 < flipped < 8  # some clips flipped as a whole, some not
 
 
-def test_only_the_frames_of_the_clip_are_decoded(tmp_path, monkeypatch):
+def test_only_the_frames_of_the_clip_are_decoded(tmp_path, decoded_pts):
     path = write_clip(tmp_path / "long.mkv", noise(48, w=16, h=16))
     data = RandomClips(video_items(path), size=8, frames=2, stride=2, seed=0)
     data._video(0)  # the header and the last second, read once per video
-    decoded = []
-    original = video._decoded_frames
-
-    def counting(container, stream):
-        for frame in original(container, stream):
-            decoded.append(frame.pts)
-            yield frame
-
-    monkeypatch.setattr(video, "_decoded_frames", counting)
+    decoded = decoded_pts  # cleared before each clip below
     for i in range(4):
         decoded.clear()
         data[i]

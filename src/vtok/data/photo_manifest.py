@@ -55,7 +55,8 @@ def split_of(sha256: str) -> str:
 def replace_entries(manifest: dict, packages: Iterable[str], added: list[dict]) -> list[dict]:
     """Put `added` in place of every entry from `packages` (where the first of them stood, else
     at the end), keeping all other entries as they are; an added photo whose sha256 another
-    entry already has is left out (one photo, one entry). Returns the entries added."""
+    entry already has is left out (one photo, one entry). Returns the entries added;
+    ValueError, changing nothing, when two entries would share a name."""
     packages = set(packages)
     photos = manifest["photos"]
     at = next((i for i, e in enumerate(photos) if e["package"] in packages), len(photos))
@@ -67,6 +68,10 @@ def replace_entries(manifest: dict, packages: Iterable[str], added: list[dict]) 
         if entry["sha256"] not in seen:
             seen.add(entry["sha256"])
             new.append(entry)
+    names = [e["name"] for e in before + new + after]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(f"two photos would share a name: {', '.join(clashes)}")
     manifest["photos"] = before + new + after
     return new
 
