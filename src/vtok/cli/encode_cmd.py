@@ -1,9 +1,9 @@
 """Encode images and video clips into .vtok token files with a tokenizer.
 
-Inputs are image files, video files (by suffix: VIDEO_SUFFIXES) or folders (searched
-recursively for both). An OUT ending in .vtok receives every input in one file (each under its
-file's stem as its name); any other OUT is a folder that receives NAME.vtok per input, in the
-same subfolders as below an input folder.
+Inputs are image files, video files (by suffix: vtok.data.video_datasets.VIDEO_SUFFIXES) or
+folders (searched recursively for both). An OUT ending in .vtok receives every input in one
+file (each under its file's stem as its name); any other OUT is a folder that receives
+NAME.vtok per input, in the same subfolders as below an input folder.
 
 A video is read as one clip of at most --max-frames frames (from --start, for --duration
 seconds, resampled to --fps if given) and stored as one entry with its frame count and frame
@@ -21,7 +21,6 @@ from pathlib import Path
 
 from vtok.cli.options import add_cache_option
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".mpg"}
 DEFAULT_MAX_FRAMES = 256
 MAX_CLIP_PIXELS = 1 << 28  # pixels of all frames of one clip: what `vtok decode` decodes per file
 
@@ -61,6 +60,8 @@ def _smallest(entries: list, codebook_size: int, coders: list):
 
 
 def is_video(path: Path) -> bool:
+    from vtok.data.video_datasets import VIDEO_SUFFIXES
+
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
@@ -68,12 +69,12 @@ def _expand(inputs: list[Path]) -> list[tuple[Path, Path]]:
     """(image or video path, its path relative to the output folder) for every input; folders
     are searched recursively (ValueError for a folder with no images or videos)."""
     from vtok.data.images import find_images
+    from vtok.data.video_datasets import find_videos
 
     found = []
     for path in inputs:
         if path.is_dir():
-            videos = [p for p in path.rglob("*") if is_video(p) and p.is_file()]
-            media = sorted(find_images(path) + videos)
+            media = sorted(find_images(path) + find_videos(path))
             if not media:
                 raise ValueError(f"{path}: no images in this folder (nor videos)")
             found += [(p, p.relative_to(path)) for p in media]
