@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".mkv"}
+VIDEO_OUTPUTS = {".mp4", ".mkv"}
 MAX_TOTAL_PIXELS = 1 << 28  # pixels decoded from one file, all images together (16 x 4096^2)
 
 
@@ -76,10 +76,10 @@ def _outputs(args: argparse.Namespace, names: list[str],
     path without suffix). frames: per entry (default: all still images)."""
     frames = frames or [1] * len(names)
     suffix = args.out.suffix.lower()
-    if suffix in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
+    if suffix in IMAGE_SUFFIXES | VIDEO_OUTPUTS:
         if len(names) > 1:
             raise ValueError(f"holds {len(names)} images; give a folder as -o")
-        if suffix in VIDEO_SUFFIXES and frames[0] == 1:
+        if suffix in VIDEO_OUTPUTS and frames[0] == 1:
             raise ValueError("holds a still image, not a clip; give an image file or folder "
                              "as -o")
         if suffix in IMAGE_SUFFIXES and frames[0] > 1:
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             if image.frames == 1:
                 atomic_write(out, lambda tmp, im=pil: im.save(tmp))
-            elif out.suffix.lower() in VIDEO_SUFFIXES:
+            elif out.suffix.lower() in VIDEO_OUTPUTS:
                 atomic_write(out, lambda tmp, v=pil, fps=image.fps: write_video(tmp, v, fps))
             else:
                 write_frames(out, pil, args.force)
