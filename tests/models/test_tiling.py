@@ -1,10 +1,17 @@
-"""Tiled encode/decode of large images: small images take the untiled path bit for bit, tiled
-runs with whole-map GroupNorm statistics reproduce the untiled tokens and pixels."""
+"""Tiled encode/decode of large images: small images take the untiled path bit for bit; large
+ones are normalised with local GroupNorm statistics, the same whether tiled or not."""
 
 import torch
 
 from vtok.models import create_tokenizer
-from vtok.models.tiling import sample_windows, spans
+from vtok.models.tiling import (
+    LocalGroupNorm,
+    _blend,
+    decode_tiled,
+    encode_tiled,
+    spans,
+    window_bounds,
+)
 
 
 def _images(b=1, h=64, w=96, seed=0):
@@ -22,6 +29,13 @@ def _untiled(model, x):
         return indices, model._to_pixels(z_q, x.shape[-2:], tiled=False).clamp(0, 1)
 
 
+def _seeded_model():
+    torch.manual_seed(0)
+    model = create_tokenizer("test-conv2d")
+    model.train()(_images(2, 64, 64))  # seed the codebook from data, as training does
+    return model.eval()
+
+
 def test_spans_cover_the_map_once_with_clipped_halos():
     cuts = spans(23, 5, 3)
     assert [(s, e) for s, e, _, _ in cuts] == [(0, 4), (4, 9), (9, 13), (13, 18), (18, 23)]
@@ -29,16 +43,35 @@ def test_spans_cover_the_map_once_with_clipped_halos():
     assert spans(4, 8, 3) == [(0, 4, 0, 4)]
 
 
-def test_sample_windows_are_the_whole_map_when_it_fits():
-    assert sample_windows((10, 20), 4, 2, 200) == [(0, 0, 10, 20)]
-    windows = sample_windows((40, 60), 4, 2, 400)
-    assert 1 < len(windows) <= 400 // 64 and {w[2:] for w in windows} == {(8, 8)}
-    assert all(0 <= y <= 32 and 0 <= x <= 52 for y, x, _, _ in windows)
+def test_window_bounds_are_near_equal_and_at_most_the_limit():
+    assert window_bounds(10, 64) == [0, 10]
+    assert window_bounds(95, 64) == [0, 95]  # under 1.5 windows: one
+    assert window_bounds(96, 64) == [0, 48, 96]
+    assert window_bounds(200, 64) == [0, 66, 133, 200]
+    assert window_bounds(100, 200, most=30) == [0, 25, 50, 75, 100]
 
 
-def test_images_up_to_the_tile_size_take_the_untiled_path_bit_for_bit():
+def test_blend_interpolates_between_centres_and_holds_beyond_them():
+    w = _blend(torch.tensor([0.0, 10.0, 15.0, 20.0, 40.0], dtype=torch.float64),
+               torch.tensor([10.0, 20.0], dtype=torch.float64))
+    assert w.tolist() == [[1, 0], [1, 0], [0.5, 0.5], [0, 1], [0, 1]]
+    assert _blend(torch.tensor([3.0]), torch.tensor([7.0])).tolist() == [[1.0]]
+
+
+def test_local_statistics_of_one_window_are_plain_groupnorm():
+    model = _seeded_model()
+    x = _images(2, 32, 48, seed=4) * 2 - 1
+    with torch.no_grad(), LocalGroupNorm(model.encoder, ([0, 16], [0, 24])) as norms:
+        norms.measure(model.encoder, x, 2)
+        local = norms.run(model.encoder, x, (0, 16, 0, 24))
+    with torch.no_grad():
+        plain = model.encoder(x)
+    assert (local - plain).abs().max() < 1e-5
+
+
+def test_images_under_the_tile_size_and_window_take_the_untiled_path_bit_for_bit():
     model = create_tokenizer("test-conv2d")
-    model.tile_size = 48
+    model.tile_size, model.norm_window = 48, 64
     x = _images(2, 48, 45)
     indices, pixels = _untiled(model, x)
     tokens = model.encode(x)
@@ -46,59 +79,58 @@ def test_images_up_to_the_tile_size_take_the_untiled_path_bit_for_bit():
     assert torch.equal(model.decode(tokens), pixels)
 
 
-def test_tiled_coding_reproduces_the_untiled_tokens_and_pixels():
-    from vtok.models.tiling import decode_tiled, encode_tiled
-
-    torch.manual_seed(0)
-    model = create_tokenizer("test-conv2d")
-    model.train()(_images(2, 64, 64))  # seed the codebook from data, as training does
-    model.eval()
+def test_tiled_coding_reproduces_the_untiled_tokens_and_pixels_with_local_statistics():
+    model = _seeded_model()
     x = _images(2, 61, 94, seed=1)  # not a multiple of the grid: padded, then cropped
-    indices, pixels = _untiled(model, x)
     padded = torch.nn.functional.pad(x, (0, 0, 0, 1), mode="replicate") * 2 - 1
-    with torch.no_grad():  # 16x16-cell tiles (2x3 of them), statistics of the whole map
-        z = encode_tiled(model.encoder, padded, 2, 16, model._halo(), budget=10**6)
-        tiled = model.quantizer(z.permute(0, 2, 3, 1)).indices
-        assert torch.equal(tiled, indices)
+    bounds = (window_bounds(31, 12), window_bounds(47, 12))  # 3 x 4 windows
+    halo = model._halo()
+    with torch.no_grad():  # 16x16-cell tiles (2x3 of them) against one tile of everything
+        z_tiled = encode_tiled(model.encoder, padded, 2, 16, halo, bounds)
+        z_whole = encode_tiled(model.encoder, padded, 2, 64, halo, bounds)
+        tiled = model.quantizer(z_tiled.permute(0, 2, 3, 1)).indices
+        whole = model.quantizer(z_whole.permute(0, 2, 3, 1)).indices
+        assert torch.equal(tiled, whole)
         z_q = model.quantizer.decode(tiled).permute(0, 3, 1, 2)
-        out = decode_tiled(model.decoder, z_q, 2, 16, model._halo(), 4, budget=10**6)
-    out = ((out + 1) / 2)[..., :61, :94].clamp(0, 1)
-    assert (out - pixels).abs().max() < 1e-4
+        out_tiled = decode_tiled(model.decoder, z_q, 2, 16, halo, 4, bounds)
+        out_whole = decode_tiled(model.decoder, z_q, 2, 64, halo, 4, bounds)
+    assert (out_tiled - out_whole).abs().max() < 1e-4
+    # and the statistics are local: they are not those of the whole image
+    indices, pixels = _untiled(model, x)
+    assert not torch.equal(tiled, indices)
 
 
-def test_large_images_are_tiled_with_statistics_from_a_sample():
+def test_a_change_far_away_leaves_the_local_tokens_alone():
+    """With whole-image statistics every token depends on every pixel; with local ones, a
+    token depends on its receptive field and the windows around it only."""
+    model = _seeded_model()
+    model.norm_window = 32  # 16-cell windows on a 2x-downsampling test model
+    x = _images(1, 32, 256, seed=5)
+    y = x.clone()
+    y[..., 192:] = 1 - y[..., 192:]  # the last quarter changes
+    a, b = model.encode(x).indices, model.encode(y).indices
+    assert not torch.equal(a[..., 64:], b[..., 64:])
+    assert torch.equal(a[..., :40], b[..., :40])  # far from the change: unchanged
+    model.norm_window = 1024  # one window: whole-image statistics reach everywhere
+    a, b = model.encode(x).indices, model.encode(y).indices
+    assert not torch.equal(a[..., :40], b[..., :40])
+
+
+def test_large_images_are_tiled_after_their_windows_are_measured():
     torch.manual_seed(0)
     model = create_tokenizer("test-conv2d")
     x = _images(1, 96, 128, seed=3)
     calls = []
     model.decoder.register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape[-2:])))
-    model.tile_size, model.stats_pixels = 32, 128 * 128  # whole image fits the sample
+    model.tile_size, model.norm_window = 256, 256  # fits one tile and one window
     model.decode(model.encode(x))
-    assert calls == [(96, 128)]  # coded whole: the sample would have held all of it
+    assert calls == [(96, 128)]  # coded whole, as it is
     calls.clear()
-    model.stats_pixels = 48 * 48
+    model.tile_size, model.norm_window = 32, 32
     tokens = model.encode(x)
     assert tokens.indices.shape == (1, 48, 64)
     y = model.decode(tokens)
     assert y.shape == x.shape and torch.isfinite(y).all()
-    assert len(calls) == 1 + 3 * 4 and max(max(c) for c in calls) < 128  # sample, 3x4 tiles
-
-
-def test_tile_local_groupnorm_statistics_would_shift_the_result():
-    """What the shared statistics guard against: each tile normalised on its own."""
-    from vtok.models.tiling import decode_tiled
-
-    torch.manual_seed(0)
-    model = create_tokenizer("test-conv2d").eval()
-    model.train()(_images(2, 64, 64))
-    model.eval()
-    x = _images(1, 64, 96, seed=2)
-    _, pixels = _untiled(model, x)
-    z = model.quantizer(model.encoder(x * 2 - 1).permute(0, 2, 3, 1)).z_q.permute(0, 3, 1, 2)
-    with torch.no_grad():
-        shared = decode_tiled(model.decoder, z, 2, 16, model._halo(), 4, budget=10**6)
-        local = torch.cat([torch.cat([model.decoder(z[..., r:r + 16, c:c + 16])
-                                      for c in range(0, 48, 16)], -1)
-                           for r in range(0, 32, 16)], -2)
-    assert ((shared + 1) / 2).clamp(0, 1).sub(pixels).abs().max() < 1e-4
-    assert ((local + 1) / 2).clamp(0, 1).sub(pixels).abs().max() > 1e-2
+    windows, tiles = calls[: 3 * 4], calls[3 * 4 :]
+    assert windows == [(32, 32)] * 12 and len(tiles) == 3 * 4  # 3x4 windows, then 3x4 tiles
+    assert max(max(c) for c in tiles) < 128

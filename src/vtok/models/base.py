@@ -34,7 +34,8 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes; refuse megabytes unread
 MAX_DECODE_PIXELS = 1 << 24  # 16.7 megapixels: larger images are not decoded (split them)
 DEFAULT_TILE_SIZE = 1024  # pixels a side: larger images are coded in tiles
-DEFAULT_STATS_PIXELS = 1 << 21  # pixels a tiled run measures GroupNorm statistics over at once
+DEFAULT_NORM_WINDOW = 512  # pixels a side of the windows a large image's GroupNorm statistics
+# are local to (training crops are 256-512 pixels: whole-photo statistics cast its colours)
 
 
 @dataclass
@@ -108,12 +109,12 @@ class TokenizerConfig:
 class Tokenizer(nn.Module):
     """Base class: an encoder to latents, a quantizer, a decoder back to pixels.
 
-    `tile_size` (pixels, default 1024) and `stats_pixels` (default 2**21): `encode`/`decode`
-    of a conv tokenizer process an image with a side over `tile_size` and more than
-    `stats_pixels` pixels in overlapping tiles of at most `tile_size` a side, which bounds
-    their memory; `stats_pixels` is also how much of it the shared GroupNorm statistics are
-    measured on. Other images take the untiled path. Neither is part of the config or the
-    tokenizer id: set them on a loaded tokenizer (`tok.tile_size = 512`).
+    `tile_size` (pixels, default 1024) and `norm_window` (pixels, default 512): `encode`/
+    `decode` of a conv tokenizer process an image with a side over `tile_size` in overlapping
+    tiles of at most `tile_size` a side, which bounds their memory, and normalise an image
+    spanning several windows of about `norm_window` pixels with each window's own GroupNorm
+    statistics (an image under 1.5 windows a side is normalised as a whole). Neither is part
+    of the config or the tokenizer id: set them on a loaded tokenizer (`tok.tile_size = 512`).
     """
 
     architecture: ClassVar[str]
@@ -129,7 +130,7 @@ class Tokenizer(nn.Module):
             config.quantizer, dim=config.latent_dim, **config.quantizer_options)
         self._id: str | None = None
         self.tile_size = DEFAULT_TILE_SIZE
-        self.stats_pixels = DEFAULT_STATS_PIXELS
+        self.norm_window = DEFAULT_NORM_WINDOW
 
     # -- what subclasses provide ---------------------------------------------------------
     def forward(self, images: Tensor) -> dict[str, Any]:  # pragma: no cover

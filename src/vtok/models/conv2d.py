@@ -18,7 +18,7 @@ from vtok.models.base import (
     pad_to_multiple,
 )
 from vtok.models.limits import resblock_parameters
-from vtok.models.tiling import decode_tiled, encode_tiled
+from vtok.models.tiling import decode_tiled, encode_tiled, window_bounds
 from vtok.nn import AttentionBlock2d, Downsample, ResBlock, Upsample, group_norm
 
 FADE_CELLS = 2  # decoded tiles cross-fade over 2 grid cells either side of a tile edge
@@ -114,12 +114,12 @@ def _middle(ch: int, attention: bool) -> list[nn.Module]:
 class ConvTokenizer(Tokenizer):
     """Images of any size -> `[B, H/f, W/f]` token grid (padded to a multiple of f).
 
-    `encode` and `decode` of a large image work on tiles of at most `tile_size` pixels a side
-    (see `Tokenizer.tile_size`) with a halo as wide as the decoder's receptive field.
-    GroupNorm statistics are measured once over windows covering `stats_pixels` of the image
-    and shared by every tile, so no tile's colours drift and no seam shows; they are an
-    estimate (the untiled path uses the whole image's), so tokens and pixels differ from an
-    untiled run.
+    `encode` and `decode` of an image with a side over `tile_size` work on tiles of at most
+    that (see `Tokenizer.tile_size`) with a halo as wide as the decoder's receptive field.
+    When an image spans several normalisation windows (`Tokenizer.norm_window`), GroupNorm
+    statistics are local: measured on each window first, then interpolated between window
+    centres (`vtok.models.tiling.LocalGroupNorm`), whether the image is tiled or not. A tiled
+    run then gives the same tokens and pixels as an untiled one (up to float rounding).
     """
 
     architecture = "conv2d"
@@ -132,35 +132,38 @@ class ConvTokenizer(Tokenizer):
 
     def _quantize(self, images: Tensor, tiled: bool = False):
         x = pad_to_multiple(images, self.config.downsample) * 2 - 1
-        f, cells = self.config.downsample, self._tile_cells()
-        if tiled and self._tiles_pay(x.shape[-2] // f, x.shape[-1] // f):
-            z = encode_tiled(self.encoder, x, f, cells, self._halo(), self._sample_cells())
+        f = self.config.downsample
+        plan = self._plan((x.shape[-2] // f, x.shape[-1] // f)) if tiled else None
+        if plan is not None:
+            z = encode_tiled(self.encoder, x, f, plan[0], self._halo(), plan[1])
         else:
             z = self.encoder(x)
         return self.quantizer(z.permute(0, 2, 3, 1))
 
     def _to_pixels(self, z_q: Tensor, size: tuple[int, int], tiled: bool = False) -> Tensor:
         z = z_q.permute(0, 3, 1, 2)
-        f, cells = self.config.downsample, self._tile_cells()
-        if tiled and self._tiles_pay(*z.shape[-2:]):
-            out = decode_tiled(self.decoder, z, f, cells, self._halo(), FADE_CELLS * f,
-                               self._sample_cells())
+        f = self.config.downsample
+        plan = self._plan(tuple(z.shape[-2:])) if tiled else None
+        if plan is not None:
+            out = decode_tiled(self.decoder, z, f, plan[0], self._halo(), FADE_CELLS * f,
+                               plan[1])
         else:
             out = self.decoder(z)
         return ((out + 1) / 2)[..., : size[0], : size[1]]
 
-    def _tiles_pay(self, h: int, w: int) -> bool:
-        """Tile a grid of h x w cells? Only when a side exceeds the tile size and the grid is
-        larger than the statistics sample (which would hold, and compute, all of it), and never
-        with self-attention, whose reach a halo cannot bound."""
-        return (not self.config.attention and max(h, w) > self._tile_cells()
-                and h * w > self._sample_cells())
-
-    def _tile_cells(self) -> int:
-        return max(1, self.tile_size // self.config.downsample)
-
-    def _sample_cells(self) -> int:
-        return max(1, self.stats_pixels // self.config.downsample**2)
+    def _plan(self, grid: tuple[int, int]) -> tuple[int, tuple[list[int], list[int]]] | None:
+        """Tile size (grid cells) and normalisation window bounds for coding a grid; None for
+        the plain path (one tile, one window). Tiles only when a side exceeds the tile size,
+        and never with self-attention, whose reach a halo cannot bound; windows are at most a
+        tile, so measuring their statistics never holds more than a tile does."""
+        f, longest = self.config.downsample, max(grid)
+        tiled = not self.config.attention and longest > max(1, self.tile_size // f)
+        tile = max(1, self.tile_size // f) if tiled else longest
+        window = max(1, self.norm_window // f)
+        bounds = (window_bounds(grid[0], window, tile), window_bounds(grid[1], window, tile))
+        if not tiled and len(bounds[0]) == len(bounds[1]) == 2:
+            return None
+        return tile, bounds
 
     def _halo(self) -> int:
         """Grid cells of context each tile needs: the decoder's receptive field radius (the
