@@ -30,3 +30,29 @@ def test_gan_terms_are_logged_from_the_start_and_train_only_the_generator():
     assert all(p.requires_grad for p in disc.parameters())
     d_loss, hinge = critic_loss(disc, lecam, x, recon, weights)
     assert torch.isfinite(d_loss) and hinge.item() >= 0
+
+
+class _Pairs(torch.nn.Module):
+    """A stand-in for LPIPS that keeps the frame pairs it is given."""
+
+    def forward(self, a, b):
+        self.pairs = (a, b)
+        return (a - b).abs().flatten(1).mean(1)
+
+
+def test_clips_lose_over_every_frame_and_lpips_compares_frames():
+    clips = torch.arange(10.0).view(2, 5, 1, 1, 1).expand(2, 5, 3, 8, 8)  # frame b*5+t
+    out = {"recon": clips + 0.5, "quant_loss": torch.tensor(0.0)}
+    lpips = _Pairs()
+    _, terms, _ = generator_loss(clips, out, LossWeights(lpips=1.0), lpips)
+    assert terms["l1"].item() == 0.5 and terms["lpips"].item() == 0.5
+    a, b = lpips.pairs
+    assert a.shape == b.shape == (10, 3, 8, 8)
+    assert b[:, 0, 0, 0].tolist() == list(range(10))  # every frame, in order
+    for count in (2, 5, 9):
+        generator_loss(clips, out, LossWeights(lpips=1.0), lpips, lpips_frames=count)
+        a, b = lpips.pairs
+        frames = b[:, 0, 0, 0].view(2, -1)
+        assert a.shape[0] == 2 * min(count, 5) and torch.equal(a - b, torch.full_like(a, 0.5))
+        assert frames[0].unique().numel() == min(count, 5)  # distinct frames of each clip
+        assert ((frames[0] < 5).all() and (frames[1] >= 5).all())

@@ -1,4 +1,6 @@
-"""Train a tokenizer from a preset on a folder of images or the default photos.
+"""Train a tokenizer from a preset on a folder of images or the default photos; a video
+tokenizer (one that codes clips, such as the conv3d presets) on a folder of videos or the
+default clips, in clips of --clip-frames frames.
 
 Every training field is an option of its type (--lr 1e-4 --gan-start 500 --progress false)
 and every field of the preset's model one as --model.FIELD (--model.channels 64,
@@ -22,7 +24,18 @@ from typing import Any
 
 OPTIONS = {  # add_argument options beyond each field's type and default
     "preset": {"help": "tokenizer preset (`vtok list presets`)"},
-    "data": {"help": "image folder or .tar shards (default: the default photos' train split)"},
+    "data": {"help": "image folder or .tar shards (default: the default photos' train split); "
+                     "for a video tokenizer a folder of videos, images in it being one-frame "
+                     "clips (default: the default clips' train split)"},
+    "val_data": {"help": "images (videos) scored every --sample-every steps (default: none; "
+                         "the default clips' val split for a video tokenizer on them)"},
+    "clip_frames": {"help": "video tokenizers: frames per training clip, a length the "
+                            "tokenizer codes without padding (1 + 4k for conv3d)"},
+    "frame_stride": {"help": "video tokenizers: take every n-th frame of a video"},
+    "image_every": {"help": "video tokenizers: every n-th step trains on one-frame clips (the "
+                            "data's images and single video frames); 0: never"},
+    "lpips_frames": {"help": "LPIPS on this many random frames of each clip (0: all)"},
+    "disc_kind": {"help": "2d: PatchGAN on images (clips frame by frame); 3d: on clips"},
     "init": {"help": "start from this tokenizer's weights: a shipped name or a folder"},
     "out": {"help": "run folder", "required": True},
     "grow_codebook": {"help": "with --init: a smaller VQ codebook grows by splitting its most "
@@ -142,5 +155,6 @@ def run(config, resume: bool) -> int:
     except ValueError as err:
         print(f"vtok train: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({k: v for k, v in summary.items() if k != "skipped_images"}))
+    print(json.dumps({k: v for k, v in summary.items()
+                      if k not in ("skipped_images", "skipped_videos")}))
     return 0

@@ -1,6 +1,6 @@
-"""Adversarial training pieces for tokenizers: a PatchGAN discriminator (Isola et al., 2017),
-hinge losses, LeCam regularization (Tseng et al., 2021) and VQGAN's adaptive generator weight
-(Esser et al., 2021)."""
+"""Adversarial training pieces for tokenizers: PatchGAN discriminators (Isola et al., 2017) on
+images or frames and on clips (3D convs), hinge losses, LeCam regularization (Tseng et al.,
+2021) and VQGAN's adaptive generator weight (Esser et al., 2021)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from vtok.nn import group_norm
 
 
 class PatchDiscriminator(nn.Module):
-    """Scores overlapping patches of an image in [0, 1] as real (>0) or reconstructed (<0)."""
+    """Scores overlapping patches of an image in [0, 1] as real (>0) or reconstructed (<0).
+    Clips `[B, T, 3, H, W]` are scored frame by frame (`[B * T, 1, h, w]`)."""
 
     def __init__(self, channels: int = 64, layers: int = 3) -> None:
         super().__init__()
@@ -27,7 +28,38 @@ class PatchDiscriminator(nn.Module):
         self.net = nn.Sequential(*mods)
 
     def forward(self, images: Tensor) -> Tensor:
+        if images.ndim == 5:  # clips: each frame on its own
+            images = images.flatten(0, 1)
         return self.net(images * 2 - 1)
+
+
+class PatchDiscriminator3d(nn.Module):
+    """Scores overlapping space-time patches of clips `[B, T, 3, H, W]` in [0, 1] (an image
+    `[B, 3, H, W]` is a one-frame clip): the PatchGAN's layers with 3-frame x 4x4 kernels,
+    halving frames (rounded up), height and width where the 2D one halves height and width.
+    Frames are zero-padded on both sides: a critic need not be causal. Its spatial score map
+    has the 2D one's size, `vtok.train.model_check.discriminator_output`."""
+
+    def __init__(self, channels: int = 64, layers: int = 3) -> None:
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv3d(3, channels, (3, 4, 4), 2, 1), nn.LeakyReLU(0.2)]
+        ch = channels
+        for i in range(1, layers + 1):
+            out = channels * min(2**i, 8)
+            stride = 2 if i < layers else 1
+            mods += [nn.Conv3d(ch, out, (3, 4, 4), stride, 1), group_norm(out),
+                     nn.LeakyReLU(0.2)]
+            ch = out
+        mods.append(nn.Conv3d(ch, 1, (3, 4, 4), 1, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, clips: Tensor) -> Tensor:
+        if clips.ndim == 4:
+            clips = clips[:, None]
+        return self.net(clips.transpose(1, 2) * 2 - 1)
+
+
+DISCRIMINATORS = {"2d": PatchDiscriminator, "3d": PatchDiscriminator3d}
 
 
 def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:

@@ -211,6 +211,13 @@ class Tokenizer(nn.Module):
         still images only and refuses clips (see `refuse_clips`)."""
         return False
 
+    def coded_frames(self, frames: int) -> int:
+        """How many frames `encode` pads a clip of `frames` to: `frames` itself when the
+        tokenizer codes that length as it is (a training clip should have such a length).
+        A still-image tokenizer codes one frame only (ValueError otherwise, `refuse_clips`)."""
+        self.refuse_clips(frames)
+        return 1
+
     @property
     def max_tokens(self) -> int | None:
         """The most tokens an image gets whatever its size; None when it grows with the size."""

@@ -19,7 +19,8 @@ INT_RANGES = {
     "disc_layers": (1, 8), "seed": (0, 2**31 - 1), "workers": (0, 256),
     "log_every": (1, MAX_STEPS), "sample_every": (1, MAX_STEPS),
     "checkpoint_every": (1, MAX_STEPS), "keep_checkpoints": (1, 1000),
-    "skip_window": (1, 10**6),
+    "skip_window": (1, 10**6), "clip_frames": (1, 1024), "frame_stride": (1, 1000),
+    "image_every": (0, MAX_STEPS), "lpips_frames": (0, 1024),
 }
 # name: (low, high, whether high itself is excluded) of the float fields; all must be finite
 FLOAT_RANGES = {
@@ -47,7 +48,12 @@ class TrainConfig:
 
     preset: str = "conv2d-f8-cpu"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's fields
-    data: str | None = None  # folder / tar shards; None = the default photos' train split
+    # images (folder / tar shards), or for a tokenizer of clips a folder of videos; None = the
+    # default photos' (clips') train split
+    data: str | None = None
+    # scored every sample_every steps (center crops, the first clip_frames frames of a video);
+    # None: the default clips' val split for a tokenizer of clips on the default clips, else none
+    val_data: str | None = None
     cache: str | None = None  # folder of `vtok data prepare` (photos, LPIPS); None = default
     init: str | None = None  # start from this tokenizer directory's weights (fine-tuning)
     # with init: a VQ codebook smaller than the model's (e.g. 128 -> 192 codes) is grown by
@@ -61,6 +67,14 @@ class TrainConfig:
     stop_at: int | None = None  # end this invocation early (the schedule still spans `steps`)
     batch_size: int = 8  # per process
     crop_size: int = 128
+    # tokenizers of clips (video) only: clips of clip_frames frames, a length the tokenizer
+    # codes without padding (1 + 4k for the conv3d presets), every frame_stride-th frame
+    clip_frames: int = 17
+    frame_stride: int = 1
+    # every n-th step trains on one-frame clips (the data's images and single frames of its
+    # videos) instead; 0: never (images in the data are then left out)
+    image_every: int = 0
+    lpips_frames: int = 0  # LPIPS on this many random frames of each clip; 0: all of them
     min_scale: float = 1.0  # random zoom-out: crops cover up to crop_size/min_scale pixels
     lr: float = 2e-4
     min_lr_ratio: float = 0.1
@@ -79,6 +93,7 @@ class TrainConfig:
     disc_lr: float = 2e-4
     disc_channels: int = 64
     disc_layers: int = 3
+    disc_kind: str = "2d"  # "2d": PatchGAN on images (clips frame by frame); "3d": on clips
     lecam_weight: float = 0.001
     bf16: bool | None = None  # None: bf16 autocast on CUDA, fp32 on CPU
     seed: int = 0
@@ -95,10 +110,10 @@ class TrainConfig:
     skip_window: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("preset", "out", "lpips_net"):
+        for name in ("preset", "out", "lpips_net", "disc_kind"):
             _need(isinstance(getattr(self, name), str) and getattr(self, name), name,
                   "a non-empty string", getattr(self, name))
-        for name in ("data", "init"):
+        for name in ("data", "val_data", "init"):
             value = getattr(self, name)
             _need(value is None or isinstance(value, str) and value, name,
                   "a path or shipped name (a non-empty string)", value)
@@ -115,6 +130,7 @@ class TrainConfig:
             _float(self, name, low, high, open_high)
         _need(self.min_scale > 0, "min_scale", "a number in (0, 1]", self.min_scale)
         _need(self.lpips_net in ("alex", "vgg"), "lpips_net", "'alex' or 'vgg'", self.lpips_net)
+        _need(self.disc_kind in ("2d", "3d"), "disc_kind", "'2d' or '3d'", self.disc_kind)
         if self.grow_codebook and self.init is None:
             raise ConfigError("grow_codebook", "TrainConfig.grow_codebook needs init: the "
                                                "tokenizer whose codebook grows")

@@ -77,7 +77,10 @@ def _fmt(value) -> str:
 
 
 def save_grid(path: Path, originals: torch.Tensor, recons: torch.Tensor, count: int = 8) -> None:
-    """Originals on the top row, reconstructions below, written atomically as PNG."""
+    """Originals on the top row, reconstructions below, written atomically as PNG. Of clips
+    `[B, T, 3, H, W]`, the first clip's frames."""
+    if originals.ndim == 5:
+        originals, recons = originals[0], recons[0]
     n = min(count, originals.shape[0])
     rows = [torch.cat(list(t[:n].detach().float().clamp(0, 1).cpu()), dim=2)
             for t in (originals, recons)]

@@ -1,8 +1,10 @@
 """The tokenizer training loop: plain functions over a `TrainConfig`, readable top to bottom.
 
-Runs as one process or under torchrun (DDP; gloo on CPU, nccl on GPU). Only rank 0 writes.
-Item i of step s on rank r is sample number (s * world + r) * batch + i of the crop stream,
-so `resume` continues exactly where an interrupted run stopped.
+Trains on images `[B, 3, H, W]`, or on clips `[B, T, 3, H, W]` when the tokenizer codes clips
+(see `vtok.train.data`). Runs as one process or under torchrun (DDP; gloo on CPU, nccl on
+GPU). Only rank 0 writes. Item i of step s on rank r is sample number (s * world + r) * batch
++ i of the crop (or clip) stream, so `resume` continues exactly where an interrupted run
+stopped.
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from vtok.data.datasets import RandomCrops, image_items
-from vtok.data.photos import photo_paths
 from vtok.files import atomic_write_text
-from vtok.losses.gan import LeCam, PatchDiscriminator
+from vtok.losses.gan import DISCRIMINATORS, LeCam
 from vtok.losses.perceptual import LPIPS
 from vtok.losses.total import LossWeights, critic_loss, generator_loss
 from vtok.models import Tokenizer, create_tokenizer
@@ -33,6 +33,7 @@ from vtok.quant.vq import VectorQuantizer
 from vtok.train import checkpoint as ckpt
 from vtok.train import core
 from vtok.train.config import TrainConfig
+from vtok.train.data import VAL_KEYS, has_validation, training_data, validate, validation_set
 from vtok.train.distributed import Context, RankGroup, any_true, mean_over_ranks, setup, teardown
 from vtok.train.logs import RunLog, save_grid
 
@@ -68,10 +69,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return core.lr_factor(step, config.steps, config.warmup, config.min_lr_ratio)
 
 
-def training_items(config: TrainConfig):
-    return image_items(config.data if config.data else photo_paths("train", config.cache))
-
-
 def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     ctx = setup()
     try:
@@ -99,7 +96,8 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
     ema = core.ema_copy(model) if config.ema_decay > 0 else None
     disc = lecam = None
     if config.gan_weight > 0:
-        disc = PatchDiscriminator(config.disc_channels, config.disc_layers).to(device)
+        disc = DISCRIMINATORS[config.disc_kind](config.disc_channels, config.disc_layers)
+        disc = disc.to(device)
         lecam = LeCam().to(device)
     lpips = (LPIPS(config.lpips_net, cache=config.cache).to(device)
              if config.lpips_weight > 0 else None)
@@ -127,8 +125,10 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
         net = DistributedDataParallel(model, broadcast_buffers=False)
         dnet = DistributedDataParallel(disc, broadcast_buffers=False) if disc else None
 
-    dataset = RandomCrops(training_items(config), config.crop_size, seed=config.seed,
-                          min_scale=config.min_scale)
+    clips = model.codes_clips  # then the data are videos, the batches clips
+    dataset = training_data(config, clips, config.batch_size * ctx.world)
+    validating = has_validation(config, clips)  # the same on every rank; only rank 0 scores
+    val = validation_set(config, clips) if ctx.main else []
     stop = config.stop_at or config.steps
     # its own generator: creating the iterator must not draw from the global RNG stream,
     # which a resumed run has just restored
@@ -159,7 +159,7 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
             out = net(x)
             total, terms, recon = generator_loss(
                 x, out, weights, lpips, disc, gan_on,
-                model.last_layer() if gan_on else None)
+                model.last_layer() if gan_on else None, config.lpips_frames)
         loss_ok = not any_true(not bool(torch.isfinite(total)), ctx)
         skipped = not loss_ok
         if not loss_ok:
@@ -190,10 +190,14 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
 
         done = step + 1
         recent.append(skipped)
+        val_now = validating and (done % config.sample_every == 0 or done == stop)
         # a row needs values: steps whose loss was not finite add none (the same on all ranks)
-        if (done % config.log_every == 0 or done == stop) and window:
+        if (done % config.log_every == 0 or done == stop or val_now) and window:
             values = mean_over_ranks(_mean(window), ctx)
             window = []
+            if log is not None and validating:  # every row has the columns (NaN: not scored)
+                values.update(validate(ema or model, val, lpips) if val_now
+                              else dict.fromkeys(VAL_KEYS, float("nan")))
             if log is not None:
                 log.write(done, {**values, "seconds": time.perf_counter() - started,
                                  "skipped_steps": float(skipped_steps)})
@@ -221,16 +225,17 @@ def _train(config: TrainConfig, resume: bool, ctx: Context) -> dict[str, Any]:
             bar.update(1)
 
     _close(bar, log)
+    skipped_files = "skipped_videos" if clips else "skipped_images"
     summary = {"steps_done": stop, "steps": config.steps, "skipped_steps": skipped_steps,
-               "skipped_images": dataset.skipped, "world_size": ctx.world,
+               skipped_files: dataset.skipped, "world_size": ctx.world,
                "seconds": time.perf_counter() - started}
     if ctx.main:
         if stop == config.steps:
             (ema or model).eval().save_pretrained(run_dir / "model")
         _write_json(run_dir / "summary.json", summary)
         if dataset.skipped:
-            print(f"skipped {len(dataset.skipped)} unreadable images: "
-                  + ", ".join(dataset.skipped))
+            print(f"skipped {len(dataset.skipped)} unreadable "
+                  f"{'videos or images' if clips else 'images'}: " + ", ".join(dataset.skipped))
     return summary
 
 

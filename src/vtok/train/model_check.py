@@ -1,7 +1,8 @@
 """Checks of a TrainConfig against the model it trains, before any work: the preset's field
 overrides (typed and bounded, so a typo cannot ask for terabytes), the model built on the meta
-device (no memory, no random numbers), and the crop size against the model's downsampling and
-the discriminator's depth."""
+device (no memory, no random numbers), the crop size against the model's downsampling and
+the discriminator's depth, and for a tokenizer of clips the clip length against its frame
+grouping."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 
+from vtok.models.base import Tokenizer
 from vtok.models.limits import MAX_CODEBOOK_SIZE as MAX_CODEBOOK
 from vtok.models.limits import MAX_PARAMETERS as MAX_PARAMS
 from vtok.models.presets import PRESETS, architecture_of, preset_config
@@ -48,7 +50,7 @@ def check_model(config: TrainConfig) -> None:
                                                          f"{MAX_COPIES}], got {options[name]!r}")
     try:
         model_config = preset_config(config.preset, **config.model)
-        params, codes = _size_on_meta(model_config)
+        model, params, codes = _size_on_meta(model_config)
     except (ValueError, TypeError, RuntimeError) as err:
         raise ConfigError("model", f"TrainConfig.model: the {config.preset!r} model cannot be "
                                    f"built with {config.model}: {err}") from None
@@ -59,16 +61,17 @@ def check_model(config: TrainConfig) -> None:
         raise ConfigError("model", f"TrainConfig.model: {config.model} makes a codebook of "
                                    f"{codes:,} codes, more than {MAX_CODEBOOK:,}")
     _check_crop(config, model_config)
+    _check_clips(config, model)
 
 
-def _size_on_meta(model_config: Any) -> tuple[int, int]:
-    """(parameters, codes per index) of the model, built on the meta device: no memory, no
+def _size_on_meta(model_config: Any) -> tuple[Tokenizer, int, int]:
+    """(the model, its parameters, codes per index), built on the meta device: no memory, no
     random numbers. A quantizer that computes with its tensors while it is built (FSQ) is built
     for real on its own, and a two-code VQ stands in for it in the model."""
     try:
         with torch.device("meta"):
             model = architecture_of(model_config)(model_config)
-        return sum(p.numel() for p in model.parameters()), model.codebook_size
+        return model, sum(p.numel() for p in model.parameters()), model.codebook_size
     except (RuntimeError, NotImplementedError) as err:
         if "meta" not in str(err):
             raise
@@ -81,7 +84,7 @@ def _size_on_meta(model_config: Any) -> tuple[int, int]:
     params = sum(p.numel() for p in model.parameters())
     params += sum(p.numel() for p in quantizer.parameters())
     params -= sum(p.numel() for p in model.quantizer.parameters())
-    return params, quantizer.codebook_size
+    return model, params, quantizer.codebook_size
 
 
 def _annotation(kind: Any) -> str:
@@ -137,9 +140,28 @@ def _check_crop(config: TrainConfig, model_config: Any) -> None:
                                          f"got {config.disc_layers}")
 
 
+def _check_clips(config: TrainConfig, model: Tokenizer) -> None:
+    """A tokenizer of clips trains on clips of a length it codes as they are (no padded
+    frames to reconstruct); the 3D critic scores clips, so it needs such a tokenizer."""
+    if not model.codes_clips:
+        if config.disc_kind == "3d":
+            raise ConfigError("disc_kind", f"TrainConfig.disc_kind '3d' scores clips, but "
+                                           f"preset {config.preset!r} codes still images; "
+                                           f"use '2d'")
+        return
+    frames = config.clip_frames
+    if model.coded_frames(frames) != frames:
+        fits = [n for n in range(1, 1025) if model.coded_frames(n) == n]
+        shown = ", ".join(map(str, fits[:5])) + (", ..." if len(fits) > 5 else "")
+        raise ConfigError("clip_frames", f"TrainConfig.clip_frames must be a length preset "
+                                         f"{config.preset!r} codes without padding ({shown}), "
+                                         f"got {frames}")
+
+
 def discriminator_output(size: int, layers: int) -> int:
-    """Side of the PatchDiscriminator's score map for `size` pixels: 4x4 convolutions with
-    padding 1, stride 2 in the first `layers` of them, then two of stride 1."""
+    """Side of the PatchDiscriminator's (and PatchDiscriminator3d's) score map for `size`
+    pixels: 4x4 convolutions with padding 1, stride 2 in the first `layers` of them, then two
+    of stride 1."""
     for _ in range(layers):
         size = (size + 2 - 4) // 2 + 1
     return size - 2
