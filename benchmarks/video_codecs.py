@@ -146,12 +146,11 @@ def tokenizer_rows(tok, directory, clips, lpips, notes: list[str]) -> list[dict]
     for coding in codings:
         coder = make_coder(coding, tok, directory)
         code = lambda c, k=coder: vc.code_with_tokenizer(tok, c["frames"], k, c["fps"])
-        if coding == "raw":
-            rows.append(measure("tokenizer", coding, clips, code, lpips))
-            continue
         try:
             rows.append(measure("tokenizer", coding, clips, code, lpips))
         except ValueError as err:  # e.g. a prior made for image grids, not (t, h, w) ones
+            if coding == "raw":
+                raise
             notes.append(f"tokenizer, {coding} coding: skipped ({err})")
     if len(rows) == 2:
         for raw, ent in zip(rows[0]["clips"], rows[1]["clips"]):
