@@ -1,7 +1,8 @@
-"""Measurement with pinned definitions: PSNR, LPIPS, bits per pixel; and the harnesses built on
-them: the demo (`demo`, `report`) and the token-reduction bench (`reduce_bench`, its fidelity
-scores in `reduce_fidelity`, its table and plot in `reduce_report`)."""
+"""Measurement with pinned definitions: PSNR, SSIM, LPIPS, flicker, bits per pixel; and the
+harnesses built on them: the demo (`demo`, `report`), classic image and video codecs (`codecs`,
+`video_codecs`) and the token-reduction bench (`reduce_bench`, its fidelity scores in
+`reduce_fidelity`, its table and plot in `reduce_report`)."""
 
-from vtok.eval.metrics import psnr, raw_bits, to_uint8
+from vtok.eval.metrics import flicker, psnr, raw_bits, ssim, to_uint8
 
-__all__ = ["psnr", "raw_bits", "to_uint8"]
+__all__ = ["flicker", "psnr", "raw_bits", "ssim", "to_uint8"]
