@@ -189,7 +189,9 @@ def test_the_video_presets_are_the_conv3d_ones():
         "test-conv3d", "conv3d-f8t4-cpu", "cosmos-dv4x8x8", "magvit2"}
 
 
-@pytest.mark.parametrize("name,size", VIDEO_PRESETS, ids=[n for n, _ in VIDEO_PRESETS])
+@pytest.mark.parametrize("name,size", [  # magvit2 (3 GB) is slow, as in test_tokenizers.py
+    pytest.param(n, s, marks=pytest.mark.slow) if n == "magvit2" else (n, s)
+    for n, s in VIDEO_PRESETS], ids=[n for n, _ in VIDEO_PRESETS])
 def test_every_video_preset_takes_a_training_step_without_nan(name, size, clip_dir, tmp_path):
     """The small presets: one step of the whole loop (5-frame 32x32 clips, the 3D critic
     and the generator updated). The GPU-scale ones (0.1-0.3 G weights, 1-4 GB of checkpoint
