@@ -68,12 +68,12 @@ RECIPES = {
         # the transformers learn conv2d-f8's codes from its frozen encoder's latent grid. Pixel
         # training of a 1D tokenizer from scratch (preset titok-cpu, 2000 steps, 44 min) and
         # distilling without quadtree token regions (1000 steps) both gave reconstructions
-        # that did not depend on the tokens. The teacher is conv2d-f8 as it was after its
-        # stage 2 (128 codes), whose conv pair titok-flex holds: run the conv2d-f8 recipe from
-        # scratch first (a stage whose folder holds a model is not rerun, so mixing in folders
-        # from elsewhere would build later stages on other weights)
-        DistillConfig(teacher="runs/pretrained-conv2d-f8-stage2/model", preset="titok-f8-cpu",
-                      model={"grid_codes": 128}, steps=3500, crops=8192, batch_size=32,
+        # that did not depend on the tokens. The teacher is conv2d-f8 as it ships, after its
+        # stage 5 (256 codes), whose conv pair titok-flex holds: run the conv2d-f8 recipe
+        # first (a stage whose folder holds a model is not rerun, so mixing in folders from
+        # elsewhere would build later stages on other weights)
+        DistillConfig(teacher="runs/pretrained-conv2d-f8-stage5/model", preset="titok-f8-cpu",
+                      model={"grid_codes": 256}, steps=3500, crops=8192, batch_size=32,
                       out="runs/pretrained-titok-f8"),
     ],
 }
