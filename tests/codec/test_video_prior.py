@@ -92,10 +92,18 @@ def test_contexts_while_coding_are_the_training_contexts():
                                                7, tokens[1, 0, 1, 0], tokens[1, 0, 1, 1]]
 
 
-def test_waves_of_latent_frames_cover_every_position_once_frame_by_frame():
-    order = np.concatenate(waves((3, 4, 5)))
-    assert order.tolist() == sorted(order.tolist(), key=lambda p: p // 20) and \
-        sorted(order.tolist()) == list(range(60))
+def test_waves_of_latent_frames_come_after_everything_their_tokens_read():
+    shape = (4, 5, 6)
+    assert sorted(np.concatenate(waves(shape)).tolist()) == list(range(120))
+    rank = {int(p): i for i, wave in enumerate(waves(shape)) for p in wave}
+    reads = [(0, dr, dc) for dr, dc in GRID_NEIGHBOURS] + [(-1, dr, dc) for dr, dc in PREVIOUS] \
+        + [(-1, dr, dc) for dr, dc in GRID_NEIGHBOURS]  # neighbours, previous 3x3, flags
+    for f, r, c in np.ndindex(shape):
+        for df, dr, dc in reads:
+            if f + df >= 0 and 0 <= r + dr < 5 and 0 <= c + dc < 6:
+                assert rank[((f + df) * 5 + r + dr) * 6 + c + dc] < rank[(f * 5 + r) * 6 + c]
+    # frames overlap: a frame runs four waves behind the one before
+    assert len(waves(shape)) == 2 * 5 + 6 + 4 * 4 - 6 < 4 * len(waves(shape[1:]))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 3, 5), (2, 5, 3), (4, 6, 7), (7, 2, 9)])

@@ -13,8 +13,12 @@ Symbol slots take K + 1 values, K meaning "outside". A grid3d prior can also cop
 of its previous-frame slots get a learned bonus on their own logits (`copy_slots`), which is
 how a static region comes to cost almost nothing, whatever its codes.
 
-Every neighbour of a grid (and grid3d) token lies in an earlier wave of equal 2*row + col, so
-a wave's tokens can be coded at once; a grid3d clip is coded frame by frame, wave by wave.
+Every neighbour of a grid token lies in an earlier wave of equal 2*row + col, so a wave's
+tokens can be coded at once. A grid3d token at latent frame f is in wave 2*row + col + 4*f:
+the latest token it reads from the previous frame (down-right) is in wave 2*row + col + 3 of
+that frame, so each frame can run four waves behind the one before instead of waiting for it
+to finish: T*h*w tokens in 2h + w + 4T - 6 waves rather than T * (2h + w - 2), which is what
+keeps a long clip's coding time close to one frame's.
 """
 
 from __future__ import annotations
@@ -55,16 +59,12 @@ def copy_slots(layout: str) -> range:
 
 def waves(shape: tuple[int, ...]) -> list[np.ndarray]:
     """Flat positions in coding order, grouped into waves whose members are independent:
-    one position at a time for a sequence, equal 2*row + col for a grid, and for latent
-    frames the grid's waves of frame 0, then of frame 1, and so on."""
+    one position at a time for a sequence, equal 2*row + col for a grid, and equal
+    2*row + col + 4*frame for latent frames (each wave in flat order)."""
     if len(shape) == 1:
         return [np.array([i]) for i in range(shape[0])]
-    if len(shape) == 3:
-        t, h, w = shape
-        return [f * h * w + wave for f in range(t) for wave in waves((h, w))]
-    h, w = shape
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    wave = (2 * rows + cols).reshape(-1)
+    frames, rows, cols = np.meshgrid(*(np.arange(n) for n in (1, *shape)[-3:]), indexing="ij")
+    wave = (2 * rows + cols + 4 * frames).reshape(-1)
     order = np.argsort(wave, kind="stable")
     return np.split(order, np.flatnonzero(np.diff(wave[order])) + 1)
 

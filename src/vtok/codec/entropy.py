@@ -2,7 +2,7 @@
 
 Coding walks the tokens in waves of positions that do not depend on each other (for a grid,
 the positions with equal 2*row + column; for a sequence, one position at a time; for the latent
-frames of a video, frame by frame, the grid's waves in each). The prior's
+frames of a video, equal 2*row + column + 4*frame, see `vtok.codec.context`). The prior's
 frequencies are exact integers (`vtok.codec.intprior`), so an encoder and a decoder on any
 machine, with any thread count, device or batch of images, see the same numbers and the range
 coder inverts exactly. Images of the same token shape are coded together, wave by wave, each
