@@ -5,8 +5,11 @@
 Tokenizes random 256x256 crops (with zoom-out) of the default photos' train split, fits the
 prior (a grid prior for grid tokens, a sequence prior for 1D tokens), converts it to integer
 arithmetic and measures on the val photos' 256x256 centre crops the real entropy-coded
-payloads against raw bit packing. Writes prior.json + prior.safetensors beside the
-tokenizer's weights and records the command, wall time and results in its TRAINING.md.
+payloads against raw bit packing. A video tokenizer's prior (grid3d: latent frames) fits on
+random 17-frame 256x256 clips of the default clips' train split (--crops of them) and is
+measured on the val clips' first 33 frames (256x256 centre crops). Writes prior.json +
+prior.safetensors beside the tokenizer's weights and records the command, wall time and
+results in its TRAINING.md.
 (`vtok prior DIR` does the same for any tokenizer folder.)
 """
 
@@ -18,7 +21,15 @@ import re
 import sys
 
 import vtok
-from vtok.codec.fit import check_codable, fit_prior, prior_images, summary, write_prior
+from vtok.codec.fit import (
+    HELD_OUT_FRAMES,
+    check_codable,
+    fit_prior,
+    prior_clips,
+    prior_images,
+    summary,
+    write_prior,
+)
 from vtok.models.presets import tokenizer_dir
 
 
@@ -32,9 +43,15 @@ def main() -> int:
     directory = tokenizer_dir(args.name)
     tok = vtok.load(args.name)
     check_codable(tok)
-    train, held = prior_images(None, None, args.crops, 256, args.seed)
+    names, held_out = None, "val photos (256x256 centre crops)"
+    if tok.codes_clips:
+        train, held, names = prior_clips(None, None, args.crops, 256, tok.coded_frames(17),
+                                         args.seed)
+        held_out = f"val clips (first {HELD_OUT_FRAMES} frames, 256x256 centre crops)"
+    else:
+        train, held = prior_images(None, None, args.crops, 256, args.seed)
     prior, report = fit_prior(tok, train, held, steps=args.steps, seed=args.seed,
-                              progress=True)
+                              progress=True, names=names)
     print(json.dumps({"prior_id": prior.prior_id, **report.to_dict()}, indent=2))
     write_prior(prior, directory, report, force=True)
     notes = directory / "TRAINING.md"
@@ -44,7 +61,7 @@ def main() -> int:
              f"--crops {args.crops} --steps {args.steps}` in {report.minutes:.1f} min "
              f"(tokenizing included), prior id {prior.prior_id}. Integer arithmetic "
              f"(`vtok.codec.intprior`): files decode bit-exactly on any machine. On the "
-             f"{report.held_out_images} val photos (256x256 centre crops): {summary(report)}.\n")
+             f"{report.held_out_images} {held_out}: {summary(report)}.\n")
     notes.write_text(text)
     return 0
 

@@ -206,7 +206,8 @@ def test_prior_files_round_trip_and_tampering_is_refused(grid_prior, tmp_path):
     TokenPrior(PriorConfig(16, "grid", "00000000000000aa")).save(tmp_path / "float")
     with pytest.raises(ValueError, match="not an integer prior"):
         IntegerPrior.load(tmp_path / "float")
-    with pytest.raises(ValueError, match="layout must be 'grid' or 'sequence'"):
+    with pytest.raises(ValueError, match="layout must be one of 'grid', 'sequence', 'grid3d', "
+                                         "got 'cube'"):
         PriorConfig(16, "cube", "00000000000000aa")
 
 

@@ -4,6 +4,11 @@ Tokenizes random crops of --data (default: the default photos' train split), fit
 converts it to integer arithmetic (files then decode on any machine) and reports, on held-out
 images, the real entropy-coded size against raw packing. Writes prior.json and
 prior.safetensors beside the tokenizer's weights.
+
+For a video tokenizer (conv3d) the prior models latent frames, each token conditioned on its
+neighbours and on the previous latent frame: it trains on random clips of --frames frames of
+--data's videos (default: the default clips' train split) and is measured, per clip, on the
+first 33 frames of the videos of --held-out (default: the val clips).
 """
 
 from __future__ import annotations
@@ -13,17 +18,23 @@ import json
 import sys
 from pathlib import Path
 
+IMAGE_CROPS, VIDEO_CLIPS = 800, 200
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("tokenizer", type=Path, metavar="TOKENIZER_DIR",
                         help="tokenizer folder (config.json + model.safetensors)")
-    parser.add_argument("--data", type=Path, default=None, help="image folder or .tar shards "
-                        "(default: the default photos' train split)")
+    parser.add_argument("--data", type=Path, default=None, help="image folder or .tar shards, "
+                        "a video folder for a video tokenizer (default: the default photos' "
+                        "or clips' train split)")
     parser.add_argument("--held-out", type=Path, default=None,
-                        help="image folder to measure on (default: the default photos' val "
-                        "split with the default data, else other crops of --data)")
-    parser.add_argument("--crops", type=int, default=800, help="training crops (default 800)")
+                        help="image (video) folder to measure on (default: the default photos' "
+                        "(clips') val split with the default data, else other crops of --data)")
+    parser.add_argument("--crops", type=int, default=None, help="training crops, or clips for "
+                        f"a video tokenizer (default {IMAGE_CROPS}, {VIDEO_CLIPS} clips)")
     parser.add_argument("--crop-size", type=int, default=256, help="crop side (default 256)")
+    parser.add_argument("--frames", type=int, default=17,
+                        help="frames per training clip, video tokenizers (default 17)")
     parser.add_argument("--steps", type=int, default=2000, help="fitting steps (default 2000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="replace an existing prior")
@@ -31,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     for name, low, high in (("crops", 16, 100_000), ("crop_size", 16, 2048),
-                            ("steps", 1, 1_000_000)):
+                            ("steps", 1, 1_000_000), ("frames", 1, 1024)):
         value = getattr(args, name)
-        if not low <= value <= high:
+        if value is not None and not low <= value <= high:
             raise ValueError(f"--{name.replace('_', '-')} must be in [{low}, {high}], "
                              f"got {value}")
 
@@ -41,7 +52,14 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         _check(args)
-        from vtok.codec.fit import check_codable, fit_prior, prior_images, summary, write_prior
+        from vtok.codec.fit import (
+            check_codable,
+            fit_prior,
+            prior_clips,
+            prior_images,
+            summary,
+            write_prior,
+        )
         from vtok.codec.tokens_file import has_prior
         from vtok.models import Tokenizer
         from vtok.models.presets import PRETRAINED_DIR
@@ -58,10 +76,17 @@ def run(args: argparse.Namespace) -> int:
                                   f"(use --force to replace it)")
         tok = Tokenizer.from_pretrained(directory)
         check_codable(tok)
-        train, held = prior_images(args.data, args.held_out, args.crops, args.crop_size,
-                                   args.seed)
+        names = None
+        if tok.codes_clips:
+            frames = tok.coded_frames(args.frames)  # a length the tokenizer codes unpadded
+            train, held, names = prior_clips(args.data, args.held_out,
+                                             args.crops or VIDEO_CLIPS, args.crop_size,
+                                             frames, args.seed)
+        else:
+            train, held = prior_images(args.data, args.held_out, args.crops or IMAGE_CROPS,
+                                       args.crop_size, args.seed)
         prior, report = fit_prior(tok, train, held, steps=args.steps, seed=args.seed,
-                                  progress=sys.stderr.isatty())
+                                  progress=sys.stderr.isatty(), names=names)
         write_prior(prior, directory, report, force=args.force)
     except (ValueError, OSError) as err:
         print(f"vtok prior: {err}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Entropy coding of tokens: range coding (constriction) under an integer token prior.
 
 Coding walks the tokens in waves of positions that do not depend on each other (for a grid,
-the positions with equal 2*row + column; for a sequence, one position at a time). The prior's
+the positions with equal 2*row + column; for a sequence, one position at a time; for the latent
+frames of a video, equal 2*row + column + 4*frame, see `vtok.codec.context`). The prior's
 frequencies are exact integers (`vtok.codec.intprior`), so an encoder and a decoder on any
 machine, with any thread count, device or batch of images, see the same numbers and the range
 coder inverts exactly. Images of the same token shape are coded together, wave by wave, each
@@ -16,19 +17,17 @@ import constriction
 import numpy as np
 import torch
 
+from vtok.codec.context import (
+    COLS_AROUND,
+    GRID_NEIGHBOURS,
+    RANKS,
+    ROWS_ABOVE,
+    VideoBoard,
+    waves,
+)
 from vtok.codec.intprior import IntegerPrior
-from vtok.codec.prior import COLS_AROUND, GRID_NEIGHBOURS, ROWS_ABOVE
 
-
-def waves(shape: tuple[int, ...]) -> list[np.ndarray]:
-    """Flat positions in coding order, grouped into waves whose members are independent."""
-    if len(shape) == 1:
-        return [np.array([i]) for i in range(shape[0])]
-    h, w = shape
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    wave = (2 * rows + cols).reshape(-1)
-    order = np.argsort(wave, kind="stable")
-    return np.split(order, np.flatnonzero(np.diff(wave[order])) + 1)
+__all__ = ["EntropyCoder", "waves"]
 
 
 class _Board:
@@ -81,7 +80,8 @@ class EntropyCoder:
     def prior_id(self) -> str:
         return self.prior.prior_id
 
-    def _frequencies(self, boards: Sequence[_Board], positions: np.ndarray) -> np.ndarray:
+    def _frequencies(self, boards: Sequence[_Board | VideoBoard],
+                     positions: np.ndarray) -> np.ndarray:
         """`[len(boards) * M, K]` frequencies (as float64: exact integers below 2**53) of the
         tokens at flat `positions` of every board, from earlier waves only."""
         ctx = torch.from_numpy(np.concatenate([b.context(positions) for b in boards]))
@@ -90,12 +90,14 @@ class EntropyCoder:
             pos = torch.from_numpy(np.tile(positions, len(boards)))
         return self.prior.frequencies(ctx, pos).astype(np.float64)
 
-    def _boards(self, shape: tuple[int, ...], count: int) -> list[_Board]:
+    def _boards(self, shape: tuple[int, ...], count: int) -> list[_Board | VideoBoard]:
         c = self.prior.config
-        if len(shape) != (2 if c.layout == "grid" else 1):
+        if len(shape) != RANKS[c.layout]:
             raise ValueError(f"a {c.layout} prior cannot code tokens of shape {shape}")
         if c.layout == "sequence" and shape[0] > c.max_len:
             raise ValueError(f"{shape[0]} tokens exceed the prior's {c.max_len}")
+        if c.layout == "grid3d":
+            return [VideoBoard(tuple(shape), c.codebook_size) for _ in range(count)]
         return [_Board(tuple(shape), c.slots, c.codebook_size) for _ in range(count)]
 
     def encode(self, indices: np.ndarray) -> bytes:

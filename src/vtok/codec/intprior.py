@@ -18,6 +18,7 @@ The network, for one token with context symbols c_1..c_S (and position p for seq
     h2 = clamp(floor((a1 @ w2.T * m2 + c2) / 2**SHIFT), -R, R)      rescaled to the table index
     a2 = act[h2]
     l  = floor((a2 @ w3.T * m3 + c3) / 2**SHIFT)                    log2-probability, 1/64 bit
+    l[c_s] += l[K + i]   for the i-th copy slot s, when c_s is inside  (grid3d: a copy bonus)
     f  = exp2[min(max(l) - l, D)]                                   2**(-d/64), a stored table
 """
 
@@ -37,7 +38,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from vtok.codec.prior import GRID_NEIGHBOURS, PriorConfig, TokenPrior
+from vtok.codec.context import LAYOUTS, copy_slots, slot_sizes
+from vtok.codec.prior import PriorConfig, TokenPrior, add_copies
 from vtok.files import atomic_write, atomic_write_text
 
 FORMAT = "vtok-integer-prior"
@@ -69,8 +71,9 @@ class IntegerPriorConfig:
     max_len: int = 1
 
     def __post_init__(self) -> None:
-        if self.layout not in ("grid", "sequence"):
-            raise ValueError(f"layout must be 'grid' or 'sequence', got {self.layout!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}, "
+                             f"got {self.layout!r}")
         for name in ("codebook_size", "slots", "hidden", "max_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -78,12 +81,17 @@ class IntegerPriorConfig:
         if not 2 <= self.codebook_size <= MAX_CODEBOOK:
             raise ValueError(f"a token prior codes 2 to {MAX_CODEBOOK} codes, "
                              f"got {self.codebook_size}")
-        if self.layout == "grid" and self.slots != len(GRID_NEIGHBOURS):
-            raise ValueError(f"a grid prior reads {len(GRID_NEIGHBOURS)} neighbours, "
+        if self.layout != "sequence" and self.slots != len(self.slot_sizes):
+            what = "neighbours" if self.layout == "grid" else "context slots"
+            raise ValueError(f"a {self.layout} prior reads {len(self.slot_sizes)} {what}, "
                              f"got slots={self.slots}")
         if self.slots > 64 or self.hidden > 4096 or self.max_len > 1 << 20:
             raise ValueError(f"prior too large: {self.slots} slots, hidden {self.hidden}, "
                              f"max_len {self.max_len} (at most 64, 4096, 2**20)")
+
+    @property
+    def slot_sizes(self) -> list[int]:
+        return slot_sizes(self.layout, self.codebook_size, self.slots)
 
 
 class IntegerPrior:
@@ -97,6 +105,9 @@ class IntegerPrior:
         self.tensors = {k: v.to(torch.int64) for k, v in tensors.items()}
         self.device = torch.device("cpu")
         self._id = _hash(config, self.tensors)
+        self._copies = copy_slots(config.layout)
+        sizes = config.slot_sizes
+        self._offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0)
         self.to(device)
 
     # -- identity and placement ----------------------------------------------------------
@@ -117,6 +128,7 @@ class IntegerPrior:
         self._w2t, self._w3t = t["w2"].double().T.contiguous(), t["w3"].double().T.contiguous()
         self._m2, self._c2, self._m3, self._c3 = t["m2"], t["c2"], t["m3"], t["c3"]
         self._exp2 = t["exp2"].cpu().numpy()
+        self._offsets = self._offsets.to(self.device)
         return self
 
     # -- inference -----------------------------------------------------------------------
@@ -125,16 +137,16 @@ class IntegerPrior:
         in 1/64 bit, up to a per-row constant."""
         c = self.config
         context = context.to(self.device, torch.int64)
-        rows = context + torch.arange(c.slots, device=self.device) * (c.codebook_size + 1)
-        h = self._table[rows].sum(1) + self._bias1
+        h = self._table[context + self._offsets].sum(1) + self._bias1
         if c.layout == "sequence":
             if positions is None:
                 raise ValueError("a sequence prior needs the token positions")
-            h = h + self._table[c.slots * (c.codebook_size + 1) + positions.to(self.device)]
+            h = h + self._table[sum(c.slot_sizes) + positions.to(self.device)]
         a = self._act[torch.div(h, 1 << LOOKUP_SHIFT, rounding_mode="floor").clamp(-R, R) + R]
         h = _rescale(_matmul(a, self._w2t), self._m2, self._c2).clamp(-R, R)
         a = self._act[h + R + (2 * R + 1)]  # the second layer's table follows the first's
-        return _rescale(_matmul(a, self._w3t), self._m3, self._c3)
+        out = _rescale(_matmul(a, self._w3t), self._m3, self._c3)
+        return add_copies(out, context, self._copies, c.codebook_size)
 
     def frequencies(self, context: Tensor, positions: Tensor | None = None) -> np.ndarray:
         """`[M, K]` int64 coding frequencies: each >= 1, every row sums to 2**24."""
@@ -196,11 +208,11 @@ class IntegerPrior:
         """Refuse tables of the wrong shape or beyond the bounds that keep every intermediate
         exact (a hostile prior file must not produce inexact or unbounded arithmetic)."""
         c = self.config
-        rows = c.slots * (c.codebook_size + 1) + (c.max_len if c.layout == "sequence" else 0)
+        rows = sum(c.slot_sizes) + (c.max_len if c.layout == "sequence" else 0)
+        out = c.codebook_size + len(copy_slots(c.layout))  # logits, then copy bonuses
         shapes = {"table": (rows, c.hidden), "bias1": (c.hidden,), "act": (2 * (2 * R + 1),),
                   "w2": (c.hidden, c.hidden), "m2": (c.hidden,), "c2": (c.hidden,),
-                  "w3": (c.codebook_size, c.hidden), "m3": (c.codebook_size,),
-                  "c3": (c.codebook_size,), "exp2": (EXP_SPAN + 1,)}
+                  "w3": (out, c.hidden), "m3": (out,), "c3": (out,), "exp2": (EXP_SPAN + 1,)}
         if set(tensors) != set(shapes):
             raise ValueError(f"prior tensors must be {sorted(shapes)}, got {sorted(tensors)}")
         for name, shape in shapes.items():
@@ -257,7 +269,8 @@ def _first_layer(prior: TokenPrior) -> tuple[Tensor, Tensor]:
     c, linear = prior.config, prior.mlp[0]
     e = c.embed_dim
     weight = linear.weight.detach().double()
-    embed = prior.embed.weight.detach().double().view(prior.slots, c.codebook_size + 1, e)
+    sizes = slot_sizes(c.layout, c.codebook_size, c.context)
+    embed = prior.embed.weight.detach().double().split(sizes)
     parts = [embed[s] @ weight[:, s * e : (s + 1) * e].T for s in range(prior.slots)]
     if prior.position is not None:
         pos = prior.position.weight.detach().double()
@@ -265,20 +278,20 @@ def _first_layer(prior: TokenPrior) -> tuple[Tensor, Tensor]:
     return torch.cat(parts), linear.bias.detach().double()
 
 
-def _calibrate(prior: TokenPrior, tokens: Tensor) -> tuple[float, float]:
-    """The largest pre-activations of the two hidden layers over `tokens`' contexts."""
-    ctx = prior.contexts(tokens).reshape(-1, prior.slots)
-    positions = None
-    if prior.position is not None:
-        positions = torch.arange(tokens.shape[1]).expand(tokens.shape[0], -1).reshape(-1)
-    offsets = torch.arange(prior.slots) * (prior.config.codebook_size + 1)
-    with torch.no_grad():
-        x = prior.embed(ctx + offsets).flatten(1)
-        if positions is not None:
-            x = torch.cat([x, prior.position(positions)], 1)
-        h1 = prior.mlp[0](x)
-        h2 = prior.mlp[2](F.gelu(h1))
-    return float(h1.abs().max()), float(h2.abs().max())
+def _calibrate(prior: TokenPrior, tokens: Tensor, chunk: int = 64) -> tuple[float, float]:
+    """The largest pre-activations of the two hidden layers over `tokens`' contexts (`chunk`
+    token arrays at a time, so memory stays bounded)."""
+    r1 = r2 = 0.0
+    for part in tokens.split(chunk):
+        ctx = prior.contexts(part).reshape(-1, prior.slots)
+        positions = None
+        if prior.position is not None:
+            positions = torch.arange(part.shape[1]).expand(part.shape[0], -1).reshape(-1)
+        with torch.no_grad():
+            h1 = prior.mlp[0](prior.inputs(ctx, positions))
+            h2 = prior.mlp[2](F.gelu(h1))
+        r1, r2 = max(r1, float(h1.abs().max())), max(r2, float(h2.abs().max()))
+    return r1, r2
 
 
 def _weights(linear: torch.nn.Linear) -> tuple[Tensor, Tensor]:

@@ -1,9 +1,13 @@
 """A small learned prior over a tokenizer's tokens (the float model that trains).
 
-The prior predicts each token from tokens already coded: for a grid, six causal neighbours
-(left, two left, up-left, up, up-right, two up); for a sequence, the previous `context` tokens
-and the position (ordered 1D tokens differ by position). A neighbour outside the image is a
-padding symbol. An MLP over the neighbours' embeddings gives the logits.
+The prior predicts each token from tokens already coded (`vtok.codec.context`): for a grid, six
+causal neighbours (left, two left, up-left, up, up-right, two up); for a sequence, the previous
+`context` tokens and the position (ordered 1D tokens differ by position); for the latent frames
+of a video ("grid3d"), the same six neighbours, the previous latent frame's 3x3 neighbourhood
+and whether each neighbour changed since the previous frame. A neighbour outside the image is a
+padding symbol. An MLP over the context's embeddings gives the logits; a grid3d prior's MLP
+also gives one bonus per previous-frame slot, added to the logit of that slot's token (a copy
+from the previous frame, as in pointer networks, so a static token is cheap whatever its code).
 
 This float model is the one that trains; files are coded with its integer conversion
 (`vtok.codec.intprior`), which computes the same probabilities on every machine.
@@ -23,19 +27,25 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from vtok.codec.context import (
+    COLS_AROUND,
+    GRID_NEIGHBOURS,
+    LAYOUTS,
+    ROWS_ABOVE,
+    copy_slots,
+    slot_sizes,
+    video_contexts,
+)
 from vtok.files import atomic_write, atomic_write_text
 
-# (d_row, d_col) of the neighbours a grid token is predicted from; every one lies in an
-# earlier wave (2 * d_row + d_col < 0), so the waves of equal 2 * row + col can be coded at once
-# (twelve neighbours fitted the 400-crop trial worse than these six: 15.8 % vs 19.3 % saved)
-GRID_NEIGHBOURS = ((0, -1), (0, -2), (-1, -1), (-1, 0), (-1, 1), (-2, 0))
-ROWS_ABOVE, COLS_AROUND = 2, 2  # the margin of outside symbols a grid needs
+__all__ = ["COLS_AROUND", "GRID_NEIGHBOURS", "ROWS_ABOVE", "PriorConfig", "TokenPrior",
+           "train_prior"]
 
 
 @dataclass
 class PriorConfig:
     codebook_size: int
-    layout: str  # "grid" or "sequence"
+    layout: str  # "grid", "sequence" or "grid3d"
     tokenizer_id: str  # the tokenizer whose tokens this prior models
     max_len: int = 1  # sequence: the most tokens (position embedding)
     context: int = 4  # sequence: previous tokens seen
@@ -43,9 +53,9 @@ class PriorConfig:
     hidden: int = 256
 
     def __post_init__(self) -> None:
-        if self.layout not in ("grid", "sequence"):
-            raise ValueError(f"PriorConfig.layout must be 'grid' or 'sequence', "
-                             f"got {self.layout!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"PriorConfig.layout must be one of "
+                             f"{', '.join(map(repr, LAYOUTS))}, got {self.layout!r}")
         for name in ("codebook_size", "max_len", "context", "embed_dim", "hidden"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -56,19 +66,25 @@ class TokenPrior(nn.Module):
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.slots = len(GRID_NEIGHBOURS) if c.layout == "grid" else c.context
-        # one table per neighbour slot; symbol K is "outside the image"
-        self.embed = nn.Embedding(self.slots * (c.codebook_size + 1), c.embed_dim)
+        sizes = slot_sizes(c.layout, c.codebook_size, c.context)
+        self.slots = len(sizes)
+        self.copies = copy_slots(c.layout)
+        # one table per slot, one after the other; symbol K is "outside the image"
+        self.embed = nn.Embedding(sum(sizes), c.embed_dim)
+        self.register_buffer("offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0),
+                             persistent=False)
         self.position = nn.Embedding(c.max_len, c.embed_dim) if c.layout == "sequence" else None
         inputs = c.embed_dim * (self.slots + (1 if self.position is not None else 0))
         self.mlp = nn.Sequential(nn.Linear(inputs, c.hidden), nn.GELU(),
                                  nn.Linear(c.hidden, c.hidden), nn.GELU(),
-                                 nn.Linear(c.hidden, c.codebook_size))
+                                 nn.Linear(c.hidden, c.codebook_size + len(self.copies)))
 
     # -- contexts ----------------------------------------------------------------------------
     def contexts(self, indices: Tensor) -> Tensor:
         """`[B, *shape]` tokens -> `[B, *shape, slots]` neighbour symbols (K = outside)."""
         k = self.config.codebook_size
+        if self.config.layout == "grid3d":
+            return torch.from_numpy(video_contexts(indices.cpu().numpy(), k)).to(indices.device)
         if self.config.layout == "grid":
             b, h, w = indices.shape
             r, c = ROWS_ABOVE, COLS_AROUND
@@ -80,13 +96,17 @@ class TokenPrior(nn.Module):
         return torch.stack([padded[:, self.slots - d : self.slots - d + n]
                             for d in range(1, self.slots + 1)], -1)
 
-    def logits(self, context: Tensor, positions: Tensor | None = None) -> Tensor:
-        """`[M, slots]` neighbour symbols (and `[M]` positions for sequences) -> `[M, K]`."""
-        offsets = torch.arange(self.slots, device=context.device) * (self.config.codebook_size + 1)
-        x = self.embed(context + offsets).flatten(1)
+    def inputs(self, context: Tensor, positions: Tensor | None = None) -> Tensor:
+        """The MLP's input: the slots' embeddings (and the position's), concatenated."""
+        x = self.embed(context + self.offsets).flatten(1)
         if self.position is not None:
             x = torch.cat([x, self.position(positions)], 1)
-        return self.mlp(x)
+        return x
+
+    def logits(self, context: Tensor, positions: Tensor | None = None) -> Tensor:
+        """`[M, slots]` context symbols (and `[M]` positions for sequences) -> `[M, K]`."""
+        return add_copies(self.mlp(self.inputs(context, positions)), context, self.copies,
+                          self.config.codebook_size)
 
     def forward(self, indices: Tensor) -> Tensor:
         """Teacher-forced logits `[B, *shape, K]` for every token (training)."""
@@ -123,6 +143,17 @@ class TokenPrior(nn.Module):
         except (OSError, json.JSONDecodeError, TypeError, RuntimeError, SafetensorError) as err:
             raise ValueError(f"{directory}: no readable token prior ({err})") from None
         return prior.eval()
+
+
+def add_copies(out: Tensor, context: Tensor, copies: range, k: int) -> Tensor:
+    """`[M, K + C]` outputs -> `[M, K]` logits: output K + i is added to the logit of the token
+    in context slot `copies[i]` (nothing when that slot is outside)."""
+    if not copies:
+        return out
+    logits, bonus = out[:, :k], out[:, k:]
+    source = context[:, copies.start : copies.stop]
+    inside = source < k
+    return logits.scatter_add(1, source.clamp(max=k - 1), bonus * inside)
 
 
 def train_prior(tokens: Tensor, config: PriorConfig, steps: int = 2000, batch_size: int = 16,

@@ -41,7 +41,19 @@ def make_coder(coding: str, tok: Tokenizer, directory: Path | None) -> Coder:
     if prior.config.tokenizer_id != tok.tokenizer_id:
         raise ValueError(f"the token prior in {directory} was trained for tokenizer "
                          f"{prior.config.tokenizer_id}, not {tok.tokenizer_id}")
+    if prior.config.layout != token_layout(tok):
+        raise ValueError(f"the token prior in {directory} models {prior.config.layout} tokens; "
+                         f"this tokenizer makes {token_layout(tok)} tokens (remake the prior "
+                         f"with `vtok prior {directory} --force`)")
     return EntropyCoder(prior)
+
+
+def token_layout(tok: Tokenizer) -> str:
+    """The prior layout of a tokenizer's tokens: "grid3d" for the latent frames of a video
+    tokenizer, "sequence" for a count that does not grow with the image, else "grid"."""
+    if tok.codes_clips:
+        return "grid3d"
+    return "sequence" if tok.max_tokens is not None else "grid"
 
 
 def to_vtok(tokens: Sequence[Tokens], codebook_size: int, coder: Coder,
