@@ -40,7 +40,7 @@ from vtok.eval import video_codecs as vc
 from vtok.files import atomic_write, atomic_write_text
 from vtok.losses import LPIPS
 from vtok.models import Tokenizer
-from vtok.models.presets import PRESETS, create_tokenizer, tokenizer_dir
+from vtok.models.presets import load_or_build
 
 OUT = Path(__file__).parent / "results" / "video_codecs.json"
 FLICKER = ("mean over frame transitions t, pixels and RGB channels of |(r_t - r_{t-1}) - "
@@ -51,16 +51,7 @@ KEYS = ("psnr", "ssim", "lpips_alex", "flicker")
 def load_tokenizer(spec: str, device: str) -> tuple[Tokenizer, Path | None, bool]:
     """(tokenizer, its folder or None, trained?): a folder or shipped name, else a preset
     built untrained with seed 0."""
-    try:
-        directory = tokenizer_dir(spec)
-    except ValueError:
-        if spec not in PRESETS:
-            raise ValueError(f"{spec!r} is neither a tokenizer folder, a shipped tokenizer nor "
-                             f"a preset") from None
-        torch.manual_seed(0)
-        tok, directory = create_tokenizer(spec), None
-    else:
-        tok = Tokenizer.from_pretrained(directory)
+    tok, directory = load_or_build(spec)
     if not tok.codes_clips:
         raise ValueError(f"{spec}: a {tok.architecture} tokenizer codes still images; "
                          f"give a video tokenizer")

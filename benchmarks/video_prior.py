@@ -50,25 +50,12 @@ from vtok.data.video import read_frames
 from vtok.data.video_datasets import RandomClips, video_items
 from vtok.files import atomic_write_text
 from vtok.models import Tokenizer
-from vtok.models.presets import PRESETS, create_tokenizer, tokenizer_dir
+from vtok.models.presets import load_or_build
 
 OUT = Path(__file__).parent / "results" / "video_prior.json"
 STATIC = "ocv-vtest.avi"
 ROWS = (("static camera", "train", STATIC), ("near-static (val)", "val", None),
         ("moving camera (test)", "test", None))
-
-
-def load_tokenizer(spec: str) -> tuple[Tokenizer, bool]:
-    """(tokenizer, trained?): a folder or shipped name, else a preset built untrained, seed 0."""
-    try:
-        directory = tokenizer_dir(spec)
-    except ValueError:
-        if spec not in PRESETS:
-            raise ValueError(f"{spec!r} is neither a tokenizer folder, a shipped tokenizer nor "
-                             f"a preset") from None
-        torch.manual_seed(0)
-        return create_tokenizer(spec).eval(), False
-    return Tokenizer.from_pretrained(directory), True
 
 
 def first_frames(path: Path, size: int, frames: int) -> torch.Tensor:
@@ -109,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=OUT)
     args = parser.parse_args(argv)
     started = time.time()
-    tok, trained = load_tokenizer(args.tokenizer)
+    tok, directory = load_or_build(args.tokenizer)
+    tok, trained = tok.eval(), directory is not None
     train_paths = [p for p in clip_paths("train") if p.name != STATIC]
     found = RandomClips(video_items(train_paths), args.size, tok.coded_frames(args.frames),
                         seed=1, min_scale=0.5)

@@ -140,3 +140,16 @@ def test_encode_picks_the_smaller_coding_per_file_unless_told(val_photo, tmp_pat
         assert sizes[k, None] == min(sizes[k, "raw"], sizes[k, "entropy"])
     assert sizes[128, "entropy"] < sizes[128, "raw"]  # long sequences gain from the prior
     assert codings[128, None] == codings[128, "entropy"]
+
+
+def test_load_or_build_takes_a_folder_a_shipped_name_or_a_preset():
+    from vtok.models.presets import load_or_build, tokenizer_dir
+
+    tok, directory = load_or_build("conv2d-f8")
+    assert directory == tokenizer_dir("conv2d-f8") and tok.tokenizer_id == vtok.load(
+        "conv2d-f8").tokenizer_id
+    a, none = load_or_build("test-conv3d")
+    b, _ = load_or_build("test-conv3d")
+    assert none is None and a.tokenizer_id == b.tokenizer_id  # built with seed 0 each time
+    with pytest.raises(ValueError, match="neither a tokenizer folder, a shipped tokenizer nor"):
+        load_or_build("no-such-thing")

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vtok.models.base import ARCHITECTURES, Tokenizer, TokenizerConfig
 from vtok.models.conv2d import ConvTokenizerConfig
 from vtok.models.conv3d import Conv3dTokenizerConfig
@@ -168,6 +170,21 @@ def create_tokenizer(name: str, **overrides: Any) -> Tokenizer:
 def load(name_or_dir: str | Path) -> Tokenizer:
     """A shipped tokenizer by name, or any tokenizer directory (config.json + model.safetensors)."""
     return Tokenizer.from_pretrained(tokenizer_dir(name_or_dir))
+
+
+def load_or_build(spec: str) -> tuple[Tokenizer, Path | None]:
+    """(tokenizer, its folder): a tokenizer folder or shipped name as `load` reads it, else a
+    preset built untrained with seed 0 (folder None), for benchmarks run before any model is
+    trained. ValueError when `spec` is none of the three."""
+    try:
+        directory = tokenizer_dir(spec)
+    except ValueError:
+        if spec not in PRESETS:
+            raise ValueError(f"{spec!r} is neither a tokenizer folder, a shipped tokenizer nor "
+                             f"a preset") from None
+        torch.manual_seed(0)
+        return create_tokenizer(spec), None
+    return Tokenizer.from_pretrained(directory), directory
 
 
 def shipped_with_id(tokenizer_id: str) -> tuple[str, Tokenizer] | None:
