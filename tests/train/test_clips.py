@@ -252,3 +252,41 @@ def test_images_mixed_in_train_as_one_frame_clips(clip_dir, photo_dir, tmp_path)
     assert seen == [(2, 5, 3, 32, 32), (2, 1, 3, 32, 32)] * 2
     with pytest.raises(ValueError, match="holds images only: no video to cut clips of 5"):
         train(_config(photo_dir, tmp_path / "photos", steps=1))
+
+
+def test_a_video_run_starts_from_an_inflated_image_tokenizer(clip_dir, photo_dir, tmp_path):
+    """init = a conv2d folder: its weights inflated (and its codebook grown) into the conv3d
+    model, which then codes a still as the image tokenizer does; photo_motion mixes in photos
+    seen through a camera move."""
+    from vtok.data.video_datasets import clip_items
+    from vtok.train.data import TrainingClips
+    from vtok.train.loop import init_from
+
+    image = create_tokenizer("test-conv2d").eval()
+    image.quantizer.initialized.fill_(True)  # as if trained: only a trained codebook grows
+    image.save_pretrained(tmp_path / "image")
+    shape = dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, latent_dim=4,
+                 quantizer="vq", time_downsample=2)
+    video = create_tokenizer("test-conv3d", **shape, quantizer_options={"codebook_size": 16})
+    init_from(video, tmp_path / "image")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(video.eval().encode(x).indices[:, 0], image.encode(x).indices)
+    grown = create_tokenizer("test-conv3d", **shape, quantizer_options={"codebook_size": 24})
+    init_from(grown, tmp_path / "image", grow=True)
+    assert torch.equal(grown.quantizer.codebook[:16], image.quantizer.codebook)
+
+    config = _config(clip_dir, tmp_path / "run", steps=2, gan_weight=0.0, clip_frames=3,
+                     init=str(tmp_path / "image"), grow_codebook=True, photo_motion=0.5,
+                     motion_data=str(photo_dir),
+                     model={**shape, "quantizer_options": {"codebook_size": 24}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # photo_dir's corrupt file is skipped with a warning
+        summary = train(config)
+        data = TrainingClips(clip_items(clip_dir), config, per_step=1)
+        moving = [data.moving_photo(n) for n in range(200)]
+        assert 70 <= sum(moving) <= 130  # about half the clips are moving photos
+        assert data[moving.index(True)].shape == (3, 3, 32, 32)
+        assert all(data.motion[n].shape == (3, 3, 32, 32) for n in range(5))
+    assert any(name.endswith("broken.jpg") for name in data.skipped)  # and counted
+    assert summary["steps_done"] == 2 and (tmp_path / "run" / "model" / "config.json").exists()

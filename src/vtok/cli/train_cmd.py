@@ -35,8 +35,13 @@ OPTIONS = {  # add_argument options beyond each field's type and default
     "image_every": {"help": "video tokenizers: every n-th step trains on one-frame clips (the "
                             "data's images and single video frames); 0: never"},
     "lpips_frames": {"help": "LPIPS on this many random frames of each clip (0: all)"},
+    "photo_motion": {"help": "video tokenizers: this share of the clips are photos seen "
+                             "through a random camera move (pan and zoom)"},
+    "motion_data": {"help": "the photos for --photo-motion (default: the default photos' train "
+                            "split)"},
     "disc_kind": {"help": "2d: PatchGAN on images (clips frame by frame); 3d: on clips"},
-    "init": {"help": "start from this tokenizer's weights: a shipped name or a folder"},
+    "init": {"help": "start from this tokenizer's weights: a shipped name or a folder (a "
+                     "conv2d one for a conv3d preset is inflated: same widths and blocks)"},
     "out": {"help": "run folder", "required": True},
     "grow_codebook": {"help": "with --init: a smaller VQ codebook grows by splitting its most "
                               "used codes"},

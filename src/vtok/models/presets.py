@@ -97,12 +97,16 @@ def _titok_f8_cpu() -> TokenizerConfig:
 
 @PRESETS.register("conv3d-f8t4-cpu")
 def _conv3d_f8t4_cpu() -> TokenizerConfig:
-    """Causal video (and image) tokenizer, x8 in space and x4 in time, 1000 FSQ codes (about
-    10 bits per token, each standing for 4 frames of 8x8 pixels); factorized convs (3x3 in
-    space, then 3 frames in time) keep it small enough (3.5M weights) to train on a CPU."""
-    return Conv3dTokenizerConfig(channels=16, channel_mult=(1, 2, 4, 8), num_res_blocks=1,
-                                 factorized=True, latent_dim=4, quantizer="fsq",
-                                 quantizer_options={"levels": [8, 5, 5, 5]})
+    """Causal video (and image) tokenizer, x8 in space and x4 in time, 512 VQ codes (9 bits
+    per token, each standing for 4 frames of 8x8 pixels); factorized convs (3x3 in space, then
+    3 frames in time) keep it small enough (3.6M weights) to train on a CPU. Its widths,
+    blocks and 8-dim latent are conv2d-f8-cpu's, so it can start from a trained conv2d-f8
+    (`TrainConfig.init` inflates it, `grow_codebook` doubles its 256 codes)."""
+    conv = _conv2d_f8_cpu()
+    return Conv3dTokenizerConfig(channels=conv.channels, channel_mult=conv.channel_mult,
+                                 num_res_blocks=conv.num_res_blocks, factorized=True,
+                                 latent_dim=conv.latent_dim, quantizer="vq",
+                                 quantizer_options={"codebook_size": 512})
 
 
 @PRESETS.register("vqgan-f16")

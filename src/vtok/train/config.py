@@ -31,6 +31,7 @@ FLOAT_RANGES = {
     "l1_weight": (0.0, 1e6, False), "l2_weight": (0.0, 1e6, False),
     "lpips_weight": (0.0, 1e6, False), "gan_weight": (0.0, 1e6, False),
     "lecam_weight": (0.0, 1e6, False), "max_skipped_fraction": (0.0, 1.0, False),
+    "photo_motion": (0.0, 1.0, False),
 }
 
 
@@ -75,6 +76,10 @@ class TrainConfig:
     # videos) instead; 0: never (images in the data are then left out)
     image_every: int = 0
     lpips_frames: int = 0  # LPIPS on this many random frames of each clip; 0: all of them
+    # this share of the clips are made from photos by a random camera move (pan and zoom,
+    # `vtok.data.motion`): from motion_data's images, or None: the default photos' train split
+    photo_motion: float = 0.0
+    motion_data: str | None = None
     min_scale: float = 1.0  # random zoom-out: crops cover up to crop_size/min_scale pixels
     lr: float = 2e-4
     min_lr_ratio: float = 0.1
@@ -113,7 +118,7 @@ class TrainConfig:
         for name in ("preset", "out", "lpips_net", "disc_kind"):
             _need(isinstance(getattr(self, name), str) and getattr(self, name), name,
                   "a non-empty string", getattr(self, name))
-        for name in ("data", "val_data", "init"):
+        for name in ("data", "val_data", "init", "motion_data"):
             value = getattr(self, name)
             _need(value is None or isinstance(value, str) and value, name,
                   "a path or shipped name (a non-empty string)", value)

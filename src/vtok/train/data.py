@@ -3,8 +3,9 @@
 A tokenizer of still images trains on random crops of images (`RandomCrops`). A tokenizer of
 clips (`Tokenizer.codes_clips`) trains on random clips of videos (`RandomClips`: `clip_frames`
 frames, every `frame_stride`-th, one crop and flip per clip), and every `image_every`-th step
-on one-frame clips instead: the data's images and single frames of its videos. Unreadable or
-truncated files are skipped with a warning naming them and counted in `skipped`.
+on one-frame clips instead: the data's images and single frames of its videos. A share
+`photo_motion` of the clips are photos seen through a random camera move (`vtok.data.motion`).
+Unreadable or truncated files are skipped with a warning naming them and counted in `skipped`.
 
 The validation set is fixed: center crops of images, and of the first `clip_frames` frames of
 each video (`validation_set`); `validate` scores a model on it.
@@ -24,6 +25,7 @@ from torch.utils.data import Dataset
 from vtok.data.clips import clip_paths
 from vtok.data.datasets import ImageItem, RandomCrops, center_crop, image_items
 from vtok.data.images import ImageReadError
+from vtok.data.motion import PhotoMotionClips
 from vtok.data.photos import photo_paths
 from vtok.data.video import VideoReadError, read_frames
 from vtok.data.video_datasets import RandomClips, VideoItem, clip_items
@@ -56,7 +58,7 @@ class TrainingClips(Dataset):
             raise ValueError(f"TrainConfig.data: {config.data or 'the default clips'} holds "
                              f"images only: no video to cut clips of {frames} frames from "
                              f"(images are one-frame clips: set clip_frames to 1)")
-        self.per_step = per_step
+        self.per_step, self.seed = per_step, config.seed
         self.every = config.image_every if frames > 1 else 0
         if frames > 1 and stills and not self.every:
             warnings.warn(f"{stills} images in the data left out: set image_every to train on "
@@ -67,6 +69,11 @@ class TrainingClips(Dataset):
             self.clips = RandomClips(items, frames=frames, stride=config.frame_stride,
                                      **options)
         self.stills = RandomClips(items, frames=1, **options) if self.every else None
+        self.share = config.photo_motion if frames > 1 else 0.0
+        self.motion = None
+        if self.share:
+            photos = config.motion_data or photo_paths("train", config.cache)
+            self.motion = PhotoMotionClips(image_items(photos), frames=frames, **options)
 
     def still_step(self, step: int) -> bool:
         """Whether `step` (0-based) trains on one-frame clips."""
@@ -75,11 +82,19 @@ class TrainingClips(Dataset):
     def __getitem__(self, n: int) -> Tensor:
         if self.stills is not None and self.still_step(n // self.per_step):
             return self.stills[n]
+        if self.motion is not None and self.moving_photo(n):
+            return self.motion[n]
         return self.clips[n]
+
+    def moving_photo(self, n: int) -> bool:
+        """Whether clip n is made from a photo by a camera move (drawn from the seed and n)."""
+        gen = torch.Generator().manual_seed(hash((self.seed, "photo", n)) & ((1 << 62) - 1))
+        return float(torch.rand((), generator=gen)) < self.share
 
     @property
     def skipped(self) -> dict[str, str]:
-        return {**self.clips.skipped, **(self.stills.skipped if self.stills else {})}
+        return {**self.clips.skipped, **(self.stills.skipped if self.stills else {}),
+                **(self.motion.skipped if self.motion else {})}
 
 
 def has_validation(config: TrainConfig, clips: bool) -> bool:

@@ -28,6 +28,7 @@ from vtok.losses.perceptual import LPIPS
 from vtok.losses.total import LossWeights, critic_loss, generator_loss
 from vtok.models import Tokenizer, create_tokenizer
 from vtok.models.base import WEIGHTS_FILE, read_config
+from vtok.models.inflate import inflated_state
 from vtok.models.presets import tokenizer_dir
 from vtok.quant.vq import VectorQuantizer
 from vtok.train import checkpoint as ckpt
@@ -264,17 +265,19 @@ def freeze_except(model: nn.Module, parts: list[str] | None) -> None:
 def init_from(model: Tokenizer, directory: Path, grow: bool = False, seed: int = 0) -> None:
     """Fine-tuning: copy the weights of a tokenizer directory or training run into `model`,
     refusing another architecture or a configuration whose weights do not fit. With `grow`, a
-    VQ codebook smaller than the model's is first grown to its size (`grown_state`)."""
+    VQ codebook smaller than the model's is first grown to its size (`grown_state`). A conv2d
+    source for a conv3d model is inflated (`vtok.models.inflate`): same widths and blocks."""
     try:
         directory = tokenizer_dir(directory)
     except ValueError as err:
         raise ValueError(f"TrainConfig.init: {err}") from None
     source = directory / "model" if (directory / "model" / "config.json").exists() else directory
     arch, _ = read_config(source)
-    if arch != model.architecture:
+    inflate = (arch, model.architecture) == ("conv2d", "conv3d")
+    if arch != model.architecture and not inflate:
         raise ValueError(f"TrainConfig.init: {source} holds a {arch!r} tokenizer, "
                          f"but preset makes a {model.architecture!r} one")
-    if not grow:
+    if not grow and not inflate:
         try:
             model.load_weights(source / WEIGHTS_FILE)
         except ValueError as err:
@@ -285,6 +288,13 @@ def init_from(model: Tokenizer, directory: Path, grow: bool = False, seed: int =
             raise
         return
     old = Tokenizer.from_pretrained(source)
+    if not grow:  # a conv2d image tokenizer's weights inflated into the conv3d model
+        try:
+            state = inflated_state(old.state_dict(), model.state_dict(), str(source))
+        except ValueError as err:
+            raise ValueError(f"TrainConfig.init: {err}") from None
+        model.load_checked(state, f"TrainConfig.init: {source}, inflated")
+        return
     if not isinstance(old.quantizer, VectorQuantizer) or not isinstance(model.quantizer,
                                                                         VectorQuantizer):
         raise ValueError(f"TrainConfig.grow_codebook: only a 'vq' codebook grows; {source} "
@@ -296,6 +306,11 @@ def init_from(model: Tokenizer, directory: Path, grow: bool = False, seed: int =
         raise ValueError(f"TrainConfig.grow_codebook: {source}: {err}") from None
     state = {k: v for k, v in old.state_dict().items() if not k.startswith("quantizer.")}
     state.update({f"quantizer.{k}": v for k, v in grown.items()})
+    if inflate:
+        try:
+            state = inflated_state(state, model.state_dict(), str(source))
+        except ValueError as err:
+            raise ValueError(f"TrainConfig.init: {err}") from None
     model.load_checked(state, f"TrainConfig.init: {source}, grown")
 
 
