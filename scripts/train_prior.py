@@ -1,13 +1,13 @@
 """Train the token prior that entropy-codes a shipped tokenizer's .vtok files.
 
-    python scripts/train_prior.py conv2d-f8 [--crops 800] [--steps 2000]
+    python scripts/train_prior.py conv2d-f8 [--crops 800] [--steps 2000] [--size 256]
 
-Tokenizes random 256x256 crops (with zoom-out) of the default photos' train split, fits the
+Tokenizes random --size crops (with zoom-out) of the default photos' train split, fits the
 prior (a grid prior for grid tokens, a sequence prior for 1D tokens), converts it to integer
-arithmetic and measures on the val photos' 256x256 centre crops the real entropy-coded
-payloads against raw bit packing. A video tokenizer's prior (grid3d: latent frames) fits on
-random 17-frame 256x256 clips of the default clips' train split (--crops of them) and is
-measured on the val clips' first 33 frames (256x256 centre crops). Writes prior.json +
+arithmetic and measures on the val photos' centre crops of the same size the real
+entropy-coded payloads against raw bit packing. A video tokenizer's prior (grid3d: latent
+frames) fits on random 17-frame clips of the default clips' train split (--crops of them) and
+is measured on the val clips' first 33 frames (centre crops). Writes prior.json +
 prior.safetensors beside the tokenizer's weights and records the command, wall time and
 results in its TRAINING.md.
 (`vtok prior DIR` does the same for any tokenizer folder.)
@@ -38,18 +38,20 @@ def main() -> int:
     parser.add_argument("name", help="shipped tokenizer")
     parser.add_argument("--crops", type=int, default=800)
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=256, help="side of the training crops")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     directory = tokenizer_dir(args.name)
     tok = vtok.load(args.name)
     check_codable(tok)
-    names, held_out = None, "val photos (256x256 centre crops)"
+    crops = f"{args.size}x{args.size} centre crops"
+    names, held_out = None, f"val photos ({crops})"
     if tok.codes_clips:
-        train, held, names = prior_clips(None, None, args.crops, 256, tok.coded_frames(17),
-                                         args.seed)
-        held_out = f"val clips (first {HELD_OUT_FRAMES} frames, 256x256 centre crops)"
+        train, held, names = prior_clips(None, None, args.crops, args.size,
+                                         tok.coded_frames(17), args.seed)
+        held_out = f"val clips (first {HELD_OUT_FRAMES} frames, {crops})"
     else:
-        train, held = prior_images(None, None, args.crops, 256, args.seed)
+        train, held = prior_images(None, None, args.crops, args.size, args.seed)
     prior, report = fit_prior(tok, train, held, steps=args.steps, seed=args.seed,
                               progress=True, names=names)
     print(json.dumps({"prior_id": prior.prior_id, **report.to_dict()}, indent=2))
@@ -58,7 +60,8 @@ def main() -> int:
     text = notes.read_text() if notes.exists() else f"# {args.name}\n"
     text = re.sub(r"\n## Token prior\n.*", "", text, flags=re.S).rstrip() + "\n"
     text += (f"\n## Token prior\n\nMade by `python scripts/train_prior.py {args.name} "
-             f"--crops {args.crops} --steps {args.steps}` in {report.minutes:.1f} min "
+             f"--crops {args.crops} --steps {args.steps} --size {args.size}` in "
+             f"{report.minutes:.1f} min "
              f"(tokenizing included), prior id {prior.prior_id}. Integer arithmetic "
              f"(`vtok.codec.intprior`): files decode bit-exactly on any machine. On the "
              f"{report.held_out_images} {held_out}: {summary(report)}.\n")
