@@ -176,11 +176,16 @@ def test_every_preset_fits_the_bounds_and_its_estimate_is_close(name):
         model = create_tokenizer(name)
     real = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("quantizer."))
     assert 0.9 * real <= config.parameter_estimate() <= 1.1 * real
-    assert config.parameter_estimate() < MAX_PARAMETERS / 4  # room above the published scales
+    # room above the published scales (the largest, TiTok-L-32, holds 641M)
+    assert config.parameter_estimate() < MAX_PARAMETERS / 2
 
 
 def test_every_int_field_has_a_bound_and_lists_become_tuples():
-    for cls in (ConvTokenizerConfig, TiTokConfig):
+    from vtok.models.titok_published import PublishedTiTokConfig
+    from vtok.models.vqgan import LlamaGenVQConfig, TamingVQGANConfig
+
+    for cls in (ConvTokenizerConfig, TiTokConfig, LlamaGenVQConfig, TamingVQGANConfig,
+                PublishedTiTokConfig):
         for f in dataclasses.fields(cls):
             if str(f.type) in ("int", "tuple[int, ...]"):
                 assert f.name in cls.LIMITS, f"{cls.__name__}.{f.name} has no bound"

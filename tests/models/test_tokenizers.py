@@ -31,6 +31,9 @@ def test_there_are_tiny_presets_for_every_architecture():
 
 # over 2 GB to build and step on a CPU: its size is checked on the meta device in test_conv3d
 HEAVY = {"magvit2"}
+# the released configurations (70M to 641M weights; TiTok's at 256x256 only): their
+# architectures take a training step at the fixtures' size in tests/models/published
+HEAVY |= {n for n in PRESETS.names() if n.startswith(("llamagen-", "taming-", "titok-published"))}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import vtok
 from vtok.cli import (
+    convert_cmd,
     data_cmd,
     decode_cmd,
     demo_cmd,
@@ -27,6 +28,7 @@ from vtok.cli import (
 
 # name -> module with `add_arguments(parser)` and `run(args) -> int`, or with `main(argv) -> int`
 COMMANDS = {
+    "convert": convert_cmd,
     "data": data_cmd,
     "decode": decode_cmd,
     "demo": demo_cmd,

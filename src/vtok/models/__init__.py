@@ -1,5 +1,6 @@
 """Tokenizers: 2D convolutional (`conv2d`), causal 3D convolutional for video and images
-(`conv3d`) and 1D transformer (`titok`), presets, loading.
+(`conv3d`) and 1D transformer (`titok`), the published ones (`llamagen-vq`, `taming-vqgan`,
+`titok-published`; `vtok.models.convert` reads their release checkpoints), presets, loading.
 
 Importing `vtok.models` is cheap: `list_pretrained` (and `vtok.models.shipped`) read the
 shipped folders' config.json without torch; the other names import the models on first use.
@@ -18,6 +19,9 @@ _HOMES = {
     "Conv3dTokenizerConfig": "vtok.models.conv3d",
     "TiTokConfig": "vtok.models.titok",
     "TiTokTokenizer": "vtok.models.titok",
+    "LlamaGenVQ": "vtok.models.vqgan",
+    "TamingVQGAN": "vtok.models.vqgan",
+    "PublishedTiTok": "vtok.models.titok_published",
     "PRESETS": "vtok.models.presets",
     "create_tokenizer": "vtok.models.presets",
     "load": "vtok.models.presets",

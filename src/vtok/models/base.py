@@ -29,7 +29,8 @@ from vtok.registry import Registry
 
 ARCHITECTURES: Registry[type[Tokenizer]] = Registry(
     "tokenizer architecture",
-    modules=("vtok.models.conv2d", "vtok.models.conv3d", "vtok.models.titok"))
+    modules=("vtok.models.conv2d", "vtok.models.conv3d", "vtok.models.titok",
+             "vtok.models.vqgan", "vtok.models.titok_published"))
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes; refuse megabytes unread
 MAX_DECODE_PIXELS = 1 << 24  # 16.7 megapixels: larger images are not decoded (split them)

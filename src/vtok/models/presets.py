@@ -15,6 +15,8 @@ from vtok.models.conv2d import ConvTokenizerConfig
 from vtok.models.conv3d import Conv3dTokenizerConfig
 from vtok.models.shipped import PRETRAINED_DIR, list_pretrained, shipped_name, tokenizer_dir
 from vtok.models.titok import TiTokConfig
+from vtok.models.titok_published import PublishedTiTokConfig
+from vtok.models.vqgan import LlamaGenVQConfig, TamingVQGANConfig
 from vtok.registry import Registry
 
 __all__ = ["PRESETS", "PRETRAINED_DIR", "architecture_of", "create_tokenizer", "list_pretrained",
@@ -145,6 +147,65 @@ def _magvit2() -> TokenizerConfig:
     lookup-free quantization of 18 bits (262,144 codes)."""
     return Conv3dTokenizerConfig(channels=128, channel_mult=(1, 2, 2, 4), num_res_blocks=4,
                                  latent_dim=18, quantizer="lfq", quantizer_options={})
+
+
+# The released tokenizers' configurations (their weights load with `vtok convert`); the
+# parameter counts are checked in tests/models/published/test_presets.py.
+@PRESETS.register("llamagen-vq-16")
+def _llamagen_vq_16() -> TokenizerConfig:
+    """LlamaGen's VQ-16 (vq_ds16_c2i.pt, 72M): x16 grid, 16,384 l2-normalised codes of 8 dims."""
+    return LlamaGenVQConfig(channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
+                            z_channels=256, attention_factors=(16,), latent_dim=8)
+
+
+@PRESETS.register("llamagen-vq-8")
+def _llamagen_vq_8() -> TokenizerConfig:
+    """LlamaGen's VQ-8 (vq_ds8_c2i.pt, 70M): x8 grid, 16,384 l2-normalised codes of 8 dims."""
+    return LlamaGenVQConfig(channels=128, channel_mult=(1, 2, 2, 4), num_res_blocks=2,
+                            z_channels=256, attention_factors=(8,), latent_dim=8)
+
+
+def _taming(codes: int) -> TamingVQGANConfig:
+    options = {**TamingVQGANConfig().quantizer_options, "codebook_size": codes}
+    return TamingVQGANConfig(channels=128, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
+                             z_channels=256, attention_factors=(16,), latent_dim=256,
+                             quantizer_options=options)
+
+
+@PRESETS.register("taming-vqgan-f16-16384")
+def _taming_f16_16384() -> TokenizerConfig:
+    """taming-transformers' VQGAN ImageNet f16, 16,384 codes of 256 dims (x16 grid)."""
+    return _taming(16384)
+
+
+@PRESETS.register("taming-vqgan-f16-1024")
+def _taming_f16_1024() -> TokenizerConfig:
+    """taming-transformers' VQGAN ImageNet f16, 1,024 codes of 256 dims (x16 grid)."""
+    return _taming(1024)
+
+
+def _titok(width: int, depth: int, heads: int, tokens: int) -> PublishedTiTokConfig:
+    return PublishedTiTokConfig(width=width, depth=depth, heads=heads, decoder_width=width,
+                                decoder_depth=depth, decoder_heads=heads,
+                                num_latent_tokens=tokens)
+
+
+@PRESETS.register("titok-published-l-32")
+def _titok_l_32() -> TokenizerConfig:
+    """Released TiTok-L-32: 32 tokens of 4,096 codes for 256x256 images, ViT-L."""
+    return _titok(1024, 24, 16, 32)
+
+
+@PRESETS.register("titok-published-b-64")
+def _titok_b_64() -> TokenizerConfig:
+    """Released TiTok-B-64: 64 tokens of 4,096 codes for 256x256 images, ViT-B."""
+    return _titok(768, 12, 12, 64)
+
+
+@PRESETS.register("titok-published-s-128")
+def _titok_s_128_published() -> TokenizerConfig:
+    """Released TiTok-S-128: 128 tokens of 4,096 codes for 256x256 images, ViT-S."""
+    return _titok(512, 8, 8, 128)
 
 
 def preset_config(name: str, **overrides: Any) -> TokenizerConfig:
