@@ -120,19 +120,31 @@ def write_record(name: str, stages: list[TrainConfig | DistillConfig], dest: Pat
     keys = ("l1", "lpips", "psnr", "usage", "perplexity", "loss", "mse", "accuracy",
             "val_mse_8", "val_mse_32", "val_mse_128")
     last = {k: v for k, v in rows[-1].items() if k in keys}
+    clips = load(Path(stages[-1].out) / "model").codes_clips
+    data = ("the default clips' train split and photos of the default photos' train split "
+            "(`vtok data prepare`)" if clips else
+            "the default photos' train split (`vtok data prepare`)")
+    scored = [r for r in rows if r.get("val_psnr") not in (None, "", "nan")]
+    val = [f"Validation (the val clip's first {stages[-1].clip_frames} frames, "
+           f"{stages[-1].crop_size}x{stages[-1].crop_size} centre crops) at step "
+           f"{scored[-1]['step']}: PSNR {float(scored[-1]['val_psnr']):.2f} dB, LPIPS "
+           f"{float(scored[-1]['val_lpips']):.4f}.", ""] if scored else []
+    results = ("`python benchmarks/video_codecs.py --tokenizer NAME` (against H.264, H.265 "
+               "and AV1; JSON in `benchmarks/results/`)" if clips else
+               "`python benchmarks/tokenizers.py` (JSON in `benchmarks/results/tokenizers.json`)")
     lines = [
         f"# {name}",
         "",
-        f"Made by `python scripts/train_pretrained.py {name}` on the default photos' train "
-        f"split (`vtok data prepare`), on {platform.machine()} with {torch.get_num_threads()} "
-        f"threads per process, torch {torch.__version__}.",
+        f"Made by `python scripts/train_pretrained.py {name}` on {data}, on "
+        f"{platform.machine()} with {torch.get_num_threads()} threads per process, torch "
+        f"{torch.__version__}.",
         "",
         *[line for i, c in enumerate(stages, 1) for line in stage_lines(c, i)],
         f"Last logged training metrics ({stages[-1].crop_size}x{stages[-1].crop_size} crops): "
         f"{json.dumps(last)}",
         "",
-        "Validation results: `python benchmarks/tokenizers.py` (JSON in "
-        "`benchmarks/results/tokenizers.json`).",
+        *val,
+        f"Results: {results}.",
     ]
     (dest / "TRAINING.md").write_text("\n".join(lines) + "\n")
 

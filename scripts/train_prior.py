@@ -1,6 +1,6 @@
 """Train the token prior that entropy-codes a shipped tokenizer's .vtok files.
 
-    python scripts/train_prior.py conv2d-f8 [--crops 800] [--steps 2000] [--size 256]
+    python scripts/train_prior.py conv2d-f8 [--crops 800] [--steps 2000] [--size 256] [--hidden N]
 
 Tokenizes random --size crops (with zoom-out) of the default photos' train split, fits the
 prior (a grid prior for grid tokens, a sequence prior for 1D tokens), converts it to integer
@@ -39,6 +39,8 @@ def main() -> int:
     parser.add_argument("--crops", type=int, default=800)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--size", type=int, default=256, help="side of the training crops")
+    parser.add_argument("--hidden", type=int, help="hidden units (default 256; the file's "
+                        "embedding tables grow with it)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     directory = tokenizer_dir(args.name)
@@ -53,14 +55,15 @@ def main() -> int:
     else:
         train, held = prior_images(None, None, args.crops, args.size, args.seed)
     prior, report = fit_prior(tok, train, held, steps=args.steps, seed=args.seed,
-                              progress=True, names=names)
+                              progress=True, names=names, hidden=args.hidden)
     print(json.dumps({"prior_id": prior.prior_id, **report.to_dict()}, indent=2))
     write_prior(prior, directory, report, force=True)
     notes = directory / "TRAINING.md"
     text = notes.read_text() if notes.exists() else f"# {args.name}\n"
     text = re.sub(r"\n## Token prior\n.*", "", text, flags=re.S).rstrip() + "\n"
     text += (f"\n## Token prior\n\nMade by `python scripts/train_prior.py {args.name} "
-             f"--crops {args.crops} --steps {args.steps} --size {args.size}` in "
+             f"--crops {args.crops} --steps {args.steps} --size {args.size}"
+             f"{'' if args.hidden is None else f' --hidden {args.hidden}'}` in "
              f"{report.minutes:.1f} min "
              f"(tokenizing included), prior id {prior.prior_id}. Integer arithmetic "
              f"(`vtok.codec.intprior`): files decode bit-exactly on any machine. On the "

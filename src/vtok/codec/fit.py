@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -102,11 +102,12 @@ def prior_images(data: Path | None, held_out: Path | None, crops: int, crop_size
 
 def fit_prior(tok: Tokenizer, train: Tensor, held_out: Sequence[Tensor], steps: int = 2000,
               seed: int = 0, progress: bool = False, names: Sequence[str] | None = None,
-              config: PriorConfig | None = None) -> tuple[IntegerPrior, PriorFit]:
+              config: PriorConfig | None = None, hidden: int | None = None
+              ) -> tuple[IntegerPrior, PriorFit]:
     """Fit and convert a prior on `train` crops `[N, 3, S, S]` (clips `[N, T, 3, S, S]`);
     measure on `held_out` images `[3, H, W]` (clips `[T, 3, H, W]`), any size, named by
     `names` (default: their numbers) in the report. `config`: the prior's shape (default:
-    `prior_config`)."""
+    `prior_config`, with `hidden` units when given: fewer make a smaller file)."""
     if not held_out:
         raise ValueError("fit_prior needs at least one held-out image to measure on")
     names = [str(i) for i in range(len(held_out))] if names is None else list(names)
@@ -116,6 +117,8 @@ def fit_prior(tok: Tokenizer, train: Tensor, held_out: Sequence[Tensor], steps: 
     clips = train.dim() == 5
     train_tokens = tokens_of(tok, train, batch_size=2 if clips else 16, progress=progress)
     config = config or prior_config(tok, train_tokens)
+    if hidden is not None:
+        config = replace(config, hidden=hidden)
     # a batch of about as many tokens for clips (their latent frames) as for 16 images
     batch = max(1, 16 // train_tokens.shape[1]) if config.layout == "grid3d" else 16
     prior = train_prior(train_tokens, config, steps=steps, batch_size=batch, seed=seed,

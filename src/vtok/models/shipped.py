@@ -50,7 +50,10 @@ def _token_counts(arch: str, config: dict[str, Any]) -> dict[str, Any]:
         return {"tokens": f"1..{k} per image (variable length)", "max_tokens": k}
     factor = 2 ** (len(config["channel_mult"]) - 1)
     n = (256 // factor) ** 2
-    return {"tokens": f"{n} per 256x256 image (x{factor} grid)", "max_tokens": n}
+    text = f"{n} per 256x256 image (x{factor} grid)"
+    if config.get("time_downsample"):  # codes clips: a grid for frame 0, then one per group
+        text += f"; clips: one grid for the first frame, then one per {config['time_downsample']}"
+    return {"tokens": text, "max_tokens": n}
 
 
 def tokenizer_dir(name_or_dir: str | Path) -> Path:
