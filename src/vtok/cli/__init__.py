@@ -22,6 +22,7 @@ from vtok.cli import (
     list_cmd,
     prior_cmd,
     reduce_bench_cmd,
+    tokenize_cmd,
     train_cmd,
 )
 
@@ -35,6 +36,7 @@ COMMANDS = {
     "list": list_cmd,
     "prior": prior_cmd,
     "reduce-bench": reduce_bench_cmd,
+    "tokenize": tokenize_cmd,
     "train": train_cmd,
 }
 EVERY = "*"
