@@ -258,3 +258,12 @@ def test_a_video_gives_frames_and_fps(tmp_path):
     assert tokenize("-t", conv, "-i", tmp_path / "in", "-o", tmp_path / "o2") == 0
     [skip] = json.loads((tmp_path / "o2" / "manifest.json").read_text())["skipped"]
     assert "codes still images" in skip["reason"]
+
+
+def test_two_workers_write_the_rows_of_one(conv, classes, tmp_path):
+    args = ["-t", conv, "-i", classes, "--size", 8, "--hflip", "--shard-size", 2]
+    assert tokenize(*args, "-o", tmp_path / "one") == 0
+    assert tokenize(*args, "-o", tmp_path / "two", "--workers", 2, "--threads", 1) == 0
+    assert read_rows(tmp_path / "two") == read_rows(tmp_path / "one")
+    one, two = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "two"))
+    assert one["shards"] == two["shards"] and one["skipped"] == two["skipped"]
