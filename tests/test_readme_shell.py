@@ -22,6 +22,7 @@ README = Path(__file__).parents[1] / "README.md"
 NOT_RUN = {
     "vtok data prepare": "fetches packages (make test runs it)",
     "vtok prior": "needs a trained model of the user's and their photos",
+    "vtok tokenize -i /data/": "needs the user's dataset",
 }
 
 
