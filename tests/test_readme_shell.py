@@ -24,6 +24,7 @@ NOT_RUN = {
     "vtok prior": "needs a trained model of the user's and their photos",
     "vtok convert": "needs a released checkpoint (tests/models/published/test_convert.py "
                     "converts reduced ones)",
+    "vtok tokenize -i /data/": "needs the user's dataset",
 }
 
 

@@ -23,6 +23,7 @@ from vtok.cli import (
     list_cmd,
     prior_cmd,
     reduce_bench_cmd,
+    tokenize_cmd,
     train_cmd,
 )
 
@@ -37,6 +38,7 @@ COMMANDS = {
     "list": list_cmd,
     "prior": prior_cmd,
     "reduce-bench": reduce_bench_cmd,
+    "tokenize": tokenize_cmd,
     "train": train_cmd,
 }
 EVERY = "*"

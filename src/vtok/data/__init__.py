@@ -1,9 +1,10 @@
 """Data: reading images and video, the default photo and clip sets, datasets of random crops
-and clips."""
+and clips, and token shards (`vtok tokenize`'s output, read by `TokenShards`)."""
 
 from vtok.data.clips import clip_paths
 from vtok.data.images import IMAGE_SUFFIXES, ImageReadError, find_images, read_image
 from vtok.data.photos import photo_paths, prepare
+from vtok.data.token_dataset import TokenShards
 from vtok.data.video import (
     Clip,
     VideoInfo,
@@ -20,6 +21,7 @@ __all__ = [
     "ImageReadError",
     "VideoInfo",
     "VideoReadError",
+    "TokenShards",
     "VideoReadWarning",
     "clip_paths",
     "find_images",

@@ -1,0 +1,80 @@
+"""The Ray Data engine of `vtok tokenize` (`--engine ray`): the same shards, manifest and
+exactly-once guarantee as the local engine, with the tokenizing spread over a Ray cluster.
+
+Pipeline, per window of pending shards: `ray.data.from_items` (one row per shard: its items,
+which are paths and carried values, not pixels) -> `map_batches` with `ShardTokenizer`, a
+tokenizer actor per worker (`--workers` actors, each with `--threads` CPUs and
+`--gpus-per-worker` GPUs), which reads, cuts and tokenizes its shard exactly as a local worker
+does (`tokenize_shard`) -> the driver streams the results back and writes each shard and its
+record (`ShardFolder.write`), so a shard is whole or absent whatever is killed, and a rerun
+redoes only the unrecorded shards. The workers read the inputs by path: on a cluster the
+inputs must be at the same paths on every node (a shared file system); only the driver
+writes the output folder.
+
+`ray.init()` connects to the cluster named by `RAY_ADDRESS` (as under `ray job submit`), or
+starts a local Ray when none is named; a Ray already initialised by the caller is used as is.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import Any
+
+from vtok.data.pretokenize import RunOptions, TokenizeOptions, load_tokenizer, tokenize_shard
+from vtok.data.token_shards import ShardFolder, ShardResult, ShardTask
+
+
+class ShardTokenizer:
+    """A Ray actor: loads the tokenizer once, then tokenizes whole shards (one per row)."""
+
+    def __init__(self, spec: str, options: TokenizeOptions, run: RunOptions,
+                 columns: dict[str, Any]) -> None:
+        import torch
+
+        torch.set_num_threads(run.threads or 1)
+        self.device = "cuda" if run.gpus_per_worker > 0 else run.device
+        self.tok = load_tokenizer(spec).to(self.device)
+        self.options, self.run, self.columns = options, run, columns
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        results = []
+        for blob in batch["task"]:
+            task: ShardTask = pickle.loads(blob)
+            result = tokenize_shard(task, self.tok, self.options, self.run.batch_size,
+                                    self.device, self.columns)
+            results.append(pickle.dumps(result))
+        return {"index": np.asarray(batch["index"]), "result": np.array(results, dtype=object)}
+
+
+def run_ray(tasks: Iterator[ShardTask], folder: ShardFolder, spec: str,
+            options: TokenizeOptions, run: RunOptions,
+            progress: Callable[[int], None] | None) -> int:
+    """Tokenize the pending shards on Ray; returns how many were written. At most `window`
+    shards' item lists are in the driver at once."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    window = max(16, 4 * run.workers)
+    written = 0
+    while True:
+        chunk = list(islice(tasks, window))
+        if not chunk:
+            return written
+        rows = [{"index": t.index, "task": pickle.dumps(t)} for t in chunk]
+        dataset = ray.data.from_items(rows).map_batches(
+            ShardTokenizer, fn_constructor_args=(spec, options, run, folder.columns),
+            batch_size=1, concurrency=min(run.workers, len(chunk)),
+            num_cpus=run.threads or 1, batch_format="numpy",
+            **({"num_gpus": run.gpus_per_worker} if run.gpus_per_worker else {}))
+        for row in dataset.iter_rows():
+            result: ShardResult = pickle.loads(row["result"])
+            folder.write(result)
+            written += 1
+            if progress:
+                progress(result.items)
