@@ -13,11 +13,12 @@ SHIPPED = [p["name"] for p in vtok.list_pretrained()]
 
 
 # floors well below what the benchmark measures on this photo, to catch broken weights
-FLOORS = {"conv2d-f8": (17.0, 0.5), "titok-flex": (13.0, 0.8)}  # PSNR above, LPIPS below
+FLOORS = {"conv2d-f8": (17.0, 0.5), "titok-flex": (13.0, 0.8),  # PSNR above, LPIPS below
+          "conv3d-f8t4": (17.0, 0.5)}
 
 
 def test_the_shipped_tokenizers_are_listed():
-    assert sorted(SHIPPED) == ["conv2d-f8", "titok-flex"]
+    assert sorted(SHIPPED) == ["conv2d-f8", "conv3d-f8t4", "titok-flex"]
     entries = {p["name"]: p for p in vtok.list_pretrained()}
     assert entries["conv2d-f8"]["architecture"] == "conv2d"
     assert entries["conv2d-f8"]["max_tokens"] == 1024
@@ -25,6 +26,9 @@ def test_the_shipped_tokenizers_are_listed():
     assert entries["titok-flex"]["architecture"] == "titok"
     assert entries["titok-flex"]["max_tokens"] == 128
     assert entries["titok-flex"]["tokens"] == "1..128 per image (variable length)"
+    assert entries["conv3d-f8t4"]["architecture"] == "conv3d"
+    assert entries["conv3d-f8t4"]["tokens"] == ("1024 per 256x256 image (x8 grid); clips: one "
+                                                "grid for the first frame, then one per 4")
 
 
 def test_shipped_weights_stay_small():
