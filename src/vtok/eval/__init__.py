@@ -3,6 +3,6 @@ harnesses built on them: the demo (`demo`, `report`), classic image and video co
 `video_codecs`) and the token-reduction bench (`reduce_bench`, its fidelity scores in
 `reduce_fidelity`, its table and plot in `reduce_report`)."""
 
-from vtok.eval.metrics import flicker, psnr, raw_bits, ssim, to_uint8
+from vtok.eval.metrics import flicker, ms_ssim, psnr, raw_bits, ssim, to_uint8
 
-__all__ = ["flicker", "psnr", "raw_bits", "ssim", "to_uint8"]
+__all__ = ["flicker", "ms_ssim", "psnr", "raw_bits", "ssim", "to_uint8"]
