@@ -22,6 +22,8 @@ README = Path(__file__).parents[1] / "README.md"
 NOT_RUN = {
     "vtok data prepare": "fetches packages (make test runs it)",
     "vtok prior": "needs a trained model of the user's and their photos",
+    "vtok eval": "scores full-size tokenizers for minutes (tests/eval/test_eval_cmd.py runs it "
+                 "on tiny ones)",
 }
 
 
