@@ -44,6 +44,7 @@ def test_eval_report_on_two_tiny_tokenizers(tmp_path, capsys):
     # 64x64 -> a 32x32 grid (test-conv2d downsamples by 2) of 4-bit indices: 1 bpp of indices
     assert conv["bpp_index"] == pytest.approx(1.0)
     assert conv["bpp_file_raw"] > conv["bpp_index"] and conv["bpp"] == conv["bpp_file_raw"]
+    assert conv["coding"] == "raw" and conv["bpp_file_entropy"] is None  # no prior
     titok = rows[1:4]
     assert [r["bpp_index"] for r in titok] == pytest.approx([2 * 4 / 4096, 4 * 4 / 4096,
                                                              8 * 4 / 4096])

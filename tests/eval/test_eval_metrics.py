@@ -78,7 +78,7 @@ def test_corrupt_replaces_the_asked_fraction_with_valid_codes():
 def test_ocr_reads_a_rendered_word_at_32_px():
     from vtok.eval.text_fidelity import WordReader, mark_readable, render
 
-    item = render(photo_like(128), 32, random.Random(3), max_words=2)
+    item = render(photo_like(128)[0], 32, random.Random(3), max_words=2)
     assert item.words and all(w.size == 32 for w in item.words)
     reader = WordReader()
     read = reader.read(item.pixels, [w.box for w in item.words])

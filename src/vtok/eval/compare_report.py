@@ -197,9 +197,10 @@ def _text_crops(out: Path, stats: list[RowStats], shown: list[int],
 def _page(results: dict[str, Any], plots: list[str], shown: list[int], n_originals: int,
           crops: list[int]) -> str:
     rows = results["rows"]
-    metric_cols = ["bpp", "bpp_index", "bpp_file_raw", "psnr", "ssim", "ms_ssim", "lpips_alex",
-                   "lpips_vgg", "frechet_effnet", "fid_inception", "codebook_usage",
-                   "codebook_perplexity", "encode_images_per_s", "decode_images_per_s"]
+    metric_cols = ["bpp", "bpp_index", "bpp_file_raw", "bpp_file_entropy", "psnr", "ssim",
+                   "ms_ssim", "lpips_alex", "lpips_vgg", "frechet_effnet", "fid_inception",
+                   "codebook_usage", "codebook_perplexity", "encode_images_per_s",
+                   "decode_images_per_s"]
     main = _table(["method", "setting", "coding", *metric_cols],
                   [[html.escape(r["method"]), html.escape(r["setting"]), html.escape(r["coding"]),
                     *[_fmt(r.get(c), 4 if c.startswith("bpp") else 3) for c in metric_cols]]

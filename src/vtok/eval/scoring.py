@@ -127,6 +127,8 @@ class RowStats:
             "bpp": self.file_bytes * 8 / self.pixels,
             "bpp_index": self.index_bits / self.pixels if tokenizer else None,
             "bpp_file_raw": self.raw_bytes * 8 / self.pixels if tokenizer else None,
+            "bpp_file_entropy": (self.file_bytes * 8 / self.pixels
+                                 if self.coding == "entropy-coded" else None),
             **mean,
             "frechet_effnet": frechet, "fid_inception": self.fid,
             "codebook_usage": usage, "codebook_perplexity": perplexity,

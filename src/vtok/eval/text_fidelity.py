@@ -89,6 +89,8 @@ def render(photo: torch.Tensor, size: int, rng: random.Random, max_words: int) -
             text = rng.choice(WORDS)
             left, top, right, bottom = draw.textbbox((x, y), text, font=face)
             box = (left - margin, top - margin, right + margin, bottom + margin)
+            if box[2] > width and row_bottom is None and box[3] <= height:
+                continue  # too wide to start a row: try a shorter word
             if box[2] > width or box[3] > height or len(words) == max_words:
                 break
             plate = (left - margin // 2, top - margin // 2, right + margin // 2,
