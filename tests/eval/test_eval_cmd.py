@@ -120,3 +120,18 @@ def test_eval_bad_inputs_one_clear_message_each(tmp_path, capsys):
     target.write_text("x")
     assert main(["eval", "-t", "test-conv2d", "--images", str(images), "--out", str(target)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err and target.read_text() == "x"
+
+
+def test_qualities_option(tmp_path, capsys):
+    from vtok.cli.eval_cmd import parse_qualities
+    from vtok.eval.methods import QUALITIES
+
+    sweeps = parse_qualities(["avif=30,0,10", "jpeg=5"])
+    assert sweeps["avif"] == [0, 10, 30] and sweeps["jpeg"] == [5]
+    assert sweeps["webp"] == QUALITIES["webp"] and parse_qualities(None) is None
+    for bad in ["png=5", "avif=", "avif=x", "avif=101"]:
+        with pytest.raises(ValueError, match="--qualities"):
+            parse_qualities([bad])
+    out = tmp_path / "never"
+    assert main(["eval", "-t", "test-conv2d", "--qualities", "avif=low", "--out", str(out)]) == 2
+    assert "--qualities 'avif=low'" in capsys.readouterr().err and not out.exists()

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codecs", nargs="*", default=["jpeg", "webp", "avif"],
                         choices=["jpeg", "webp", "avif"],
                         help="classic codecs swept over qualities (none: --codecs alone)")
+    parser.add_argument("--qualities", nargs="+", default=None, metavar="CODEC=Q,Q",
+                        help="quality sweeps, e.g. avif=0,10,30 jpeg=5,25 (default: 6 qualities "
+                        "from each codec's lowest)")
     parser.add_argument("--text-photos", type=int, default=4,
                         help="photos the text-fidelity words are drawn on (default 4)")
     parser.add_argument("--text-sizes", type=int, nargs="+", default=None, metavar="PX",
@@ -50,14 +53,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cache_option(parser)
 
 
+def parse_qualities(words: list[str] | None) -> dict[str, list[int]] | None:
+    """{"avif": [0, 10, 30], ...} from ["avif=0,10,30", ...]; the codecs not named keep
+    their default sweeps. ValueError naming the bad word."""
+    from vtok.eval.methods import QUALITIES
+
+    if not words:
+        return None
+    sweeps = {codec: list(qs) for codec, qs in QUALITIES.items()}
+    for word in words:
+        codec, _, values = word.partition("=")
+        try:
+            qualities = sorted({int(v) for v in values.split(",")})
+        except ValueError:
+            qualities = []
+        if codec not in QUALITIES or not qualities or not all(0 <= q <= 100 for q in qualities):
+            raise ValueError(f"--qualities {word!r}: expected CODEC=Q,Q,... with CODEC one of "
+                             f"{', '.join(QUALITIES)} and qualities 0-100")
+        sweeps[codec] = qualities
+    return sweeps
+
+
 def run(args: argparse.Namespace) -> int:
     from vtok.eval.compare import EvalConfig, EvalError, evaluate
 
     try:
+        qualities = parse_qualities(args.qualities)
+    except ValueError as err:
+        print(f"vtok eval: {err}", file=sys.stderr)
+        return 2
+    try:
         config = EvalConfig(
             tokenizers=args.tokenizers, images=args.images, out=args.out, size=args.size,
             limit=args.limit, batch_size=args.batch_size, token_counts=args.token_counts,
-            codecs=args.codecs, text=not args.no_text, text_photos=args.text_photos,
+            codecs=args.codecs, qualities=qualities, text=not args.no_text,
+            text_photos=args.text_photos,
             **({"text_sizes": args.text_sizes} if args.text_sizes else {}),
             robustness=not args.no_robustness, features=not args.no_features,
             inception_weights=args.inception_weights, device=args.device, cache=args.cache,
