@@ -228,7 +228,8 @@ def batches(files: Sequence[Path], size: int, batch_size: int, skipped: list[dic
             crops.append(center_crop(read_image(path), size))
             names.append(path.name)
         except (ImageReadError, OSError) as err:
-            skipped.append({"file": str(path), "reason": str(err)})
+            reason = str(err).removeprefix(f"{path}: ")  # the file is named beside it
+            skipped.append({"file": str(path), "reason": reason})
             continue
         if len(crops) == batch_size:
             yield names, torch.stack(crops)
@@ -277,7 +278,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     bar.close()
     if not names:
         raise EvalError(f"none of the {len(run.files)} image files could be read "
-                        f"(first: {skipped[0]['reason']})")
+                        f"(first: {skipped[0]['file']}: {skipped[0]['reason']})")
     for setting, row in zip(run.settings, stats):
         if id(setting) in fids:
             row.fid = fids[id(setting)].compute()
