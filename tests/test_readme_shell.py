@@ -25,6 +25,8 @@ NOT_RUN = {
     "vtok convert": "needs a released checkpoint (tests/models/published/test_convert.py "
                     "converts reduced ones)",
     "vtok tokenize -i /data/": "needs the user's dataset",
+    "vtok eval": "scores full-size tokenizers for minutes (tests/eval/test_eval_cmd.py runs it "
+                 "on tiny ones)",
 }
 
 

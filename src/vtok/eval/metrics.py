@@ -3,6 +3,8 @@
 - PSNR: per image on 8-bit RGB (values rounded to 0..255), then averaged over images.
 - SSIM: per image on 8-bit RGB, Gaussian window 11 / sigma 1.5, K1 0.01, K2 0.03 (Wang et al.
   2004), the mean of the three channels' SSIM; computed by scikit-image.
+- MS-SSIM: per image on 8-bit RGB, the same window, Wang et al. 2003's five scales and
+  weights; computed by pytorch-msssim. It needs more than 160 pixels a side.
 - Flicker (video): the mean absolute difference between the frame-to-frame changes of a
   reconstruction and of its source, on 8-bit RGB (0..255).
 - LPIPS: `vtok.losses.LPIPS` (AlexNet v0.1 by default) on [0, 1] images.
@@ -46,6 +48,24 @@ def ssim(reference: Tensor, test: Tensor) -> Tensor:
                                                gaussian_weights=True, sigma=1.5,
                                                use_sample_covariance=False)
                          for x, y in zip(a, b)], dtype=torch.float64)
+
+
+MS_SSIM_MIN_SIDE = 161  # 11-pixel window after 4 halvings: (11 - 1) * 2**4 < side
+
+
+def ms_ssim(reference: Tensor, test: Tensor) -> Tensor:
+    """Per-image MS-SSIM on 8-bit RGB (1 for identical images); inputs [B, 3, H, W] in [0, 1],
+    more than 160 pixels a side. Needs pytorch-msssim (`pip install 'vtok[eval]'`)."""
+    from pytorch_msssim import ms_ssim as library_ms_ssim
+
+    _same_shape("ms_ssim", reference, test)
+    if min(reference.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        raise ValueError(f"ms_ssim needs images of at least {MS_SSIM_MIN_SIDE} pixels a side "
+                         f"(5 scales of an 11-pixel window), got "
+                         f"{reference.shape[-1]}x{reference.shape[-2]}")
+    a, b = to_uint8(reference).double(), to_uint8(test).double()
+    return library_ms_ssim(a, b, data_range=255, size_average=False, win_size=11,
+                           win_sigma=1.5).cpu()
 
 
 def flicker(reference: Tensor, test: Tensor) -> Tensor:
