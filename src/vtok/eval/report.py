@@ -91,9 +91,13 @@ centre crops. bpp = bytes of the stored file, headers included, x 8 / pixels. PS
 
 
 VIDEO_CSS = """.plots{display:flex;gap:1em}.plots img{min-width:0;flex:0 1 auto}
-.clips{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
-figure{margin:0}figcaption{font-size:13px;line-height:1.3;margin-top:3px}
-video{display:block;background:#000;image-rendering:pixelated}"""
+.clips{display:flex;gap:14px;align-items:flex-start}figure{margin:0;min-width:0}
+figcaption{font-size:13px;line-height:1.3;margin-top:3px}
+video{display:block;width:100%;height:auto;background:#000;image-rendering:pixelated}"""
+# `autoplay` alone waits for the page to be seen as visible, which headless browsers may never
+# report; muted videos may always be started from a script
+PLAY = ("<script>document.querySelectorAll('video').forEach("
+        "v => v.play().catch(() => {}))</script>")
 MIN_SHOWN = 256  # pixels: a smaller clip is shown scaled up by a whole factor
 
 
@@ -123,7 +127,8 @@ SSIM on 8-bit RGB and LPIPS AlexNet per frame, averaged; flicker: {html.escape(F
 {rows}
 </table>
 {f"<ul>{notes}</ul>" if notes else ""}
-{clips}"""
+{clips}
+{PLAY}"""
 
 
 def _clip_html(shown: dict) -> str:
@@ -136,7 +141,8 @@ def _clip_html(shown: dict) -> str:
             caption += f"<br>{item['bpp']:.4f} bpp, LPIPS {item['lpips_alex']:.3f}"
         else:
             caption += f"<br>{shown['frames']} frames, {w}x{h}"
-        figures.append(f"<figure><video src='{html.escape(item['file'])}' width='{w * scale}' "
+        figures.append(f"<figure style='flex:0 1 {w * scale}px'>"
+                       f"<video src='{html.escape(item['file'])}' width='{w * scale}' "
                        f"height='{h * scale}' autoplay muted loop playsinline></video>"
                        f"<figcaption>{caption}</figcaption></figure>")
     return (f"<h3>{html.escape(shown['clip'])}</h3>\n<div class='clips'>\n"
