@@ -22,30 +22,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from vtok.codec.tokens_file import has_prior, make_coder
 from vtok.data.clips import clip_paths
-from vtok.data.video import VideoReadError, read_clip
 from vtok.eval import video_codecs as vc
+from vtok.eval.video_compare import (
+    DEFINITIONS,
+    HEADER,
+    grid_multiple,
+    measure,
+    read_clips,
+    show,
+)
 from vtok.files import atomic_write, atomic_write_text
 from vtok.losses import LPIPS
 from vtok.models import Tokenizer
 from vtok.models.presets import load_or_build
 
 OUT = Path(__file__).parent / "results" / "video_codecs.json"
-FLICKER = ("mean over frame transitions t, pixels and RGB channels of |(r_t - r_{t-1}) - "
-           "(s_t - s_{t-1})| on 0..255, r the reconstruction, s the source")
-KEYS = ("psnr", "ssim", "lpips_alex", "flicker")
 
 
 def load_tokenizer(spec: str, device: str) -> tuple[Tokenizer, Path | None, bool]:
@@ -58,11 +58,6 @@ def load_tokenizer(spec: str, device: str) -> tuple[Tokenizer, Path | None, bool
     return tok.to(device).eval(), directory, directory is not None
 
 
-def spatial_factor(tok: Tokenizer) -> int:
-    """Pixels per token side, from the token grid of a 1024x1024 frame."""
-    return 1024 // tok.token_shape((1024, 1024))[-1]
-
-
 def parse_size(text: str) -> tuple[int, int]:
     """"WxH" -> (H, W)."""
     try:
@@ -72,63 +67,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if w < 1 or h < 1:
         raise argparse.ArgumentTypeError(f"--size must be positive, got {text!r}")
     return h, w
-
-
-def prepare(frames: torch.Tensor, size: tuple[int, int] | None, multiple: int) -> np.ndarray:
-    """float `[T, 3, H, W]` -> uint8 `[T, h, w, 3]`: scaled to cover `size` (antialiased)
-    and centre-cropped to it, else centre-cropped to multiples of `multiple`."""
-    h, w = frames.shape[-2:]
-    if size is not None:
-        scale = max(size[0] / h, size[1] / w)
-        if scale != 1:
-            frames = torch.nn.functional.interpolate(
-                frames, size=(max(size[0], round(h * scale)), max(size[1], round(w * scale))),
-                mode="bilinear", antialias=True, align_corners=False)
-        th, tw = size
-    else:
-        th, tw = h // multiple * multiple, w // multiple * multiple
-    h, w = frames.shape[-2:]
-    top, left = (h - th) // 2, (w - tw) // 2
-    return vc.as_uint8(frames[..., top : top + th, left : left + tw].clamp(0, 1))
-
-
-def read_clips(paths: list[Path], frames: int, size, multiple: int) -> list[dict]:
-    clips = []
-    for path in paths:
-        clip = read_clip(path, max_frames=frames)
-        if clip.problem:
-            raise VideoReadError(f"{path}: {clip.problem}")
-        pixels = prepare(clip.frames, size, multiple)
-        if min(pixels.shape[1:3]) < multiple:
-            raise ValueError(f"{path}: too small for a {multiple}-pixel grid")
-        clips.append({"name": path.name, "frames": pixels,
-                      "fps": Fraction(clip.fps or 25).limit_denominator(1 << 20)})
-    return clips
-
-
-def measure(method: str, setting: str, clips: list[dict], code, lpips) -> dict:
-    """One row: `code(clip)` -> Coded for every clip, scored and summed."""
-    per_clip, scores = [], {k: [] for k in KEYS}
-    bits = pixels = frames = encode_s = decode_s = 0
-    for clip in tqdm(clips, desc=f"{method} {setting}", unit="clip", leave=False,
-                     disable=None):
-        coded = code(clip)
-        s = vc.frame_scores(clip["frames"], coded.frames, lpips)
-        for k in KEYS:
-            scores[k].append(s[k])
-        t, h, w = clip["frames"].shape[:3]
-        bits, pixels, frames = bits + len(coded.data) * 8, pixels + t * h * w, frames + t
-        encode_s, decode_s = encode_s + coded.encode_seconds, decode_s + coded.decode_seconds
-        per_clip.append({"clip": clip["name"], "bytes": len(coded.data), "bpp": coded.bpp(),
-                         **{k: _mean([s[k]]) for k in KEYS}, "decoder": coded.decoder})
-    return {"method": method, "setting": setting, "bpp": bits / pixels,
-            **{k: _mean(v) for k, v in scores.items()},
-            "encode_fps": frames / encode_s, "decode_fps": frames / decode_s, "clips": per_clip}
-
-
-def _mean(values: list[np.ndarray]) -> float:
-    joined = np.concatenate(values)
-    return float(joined.mean()) if joined.size else math.nan
 
 
 def tokenizer_rows(tok, directory, clips, lpips, notes: list[str]) -> list[dict]:
@@ -168,16 +106,6 @@ def codec_rows(codec: str, clips, lpips, low: float, high: float, points: int, t
     if max(rates.values()) < high:
         notes.append(f"{label}: even CRF {lo} spends less than the tokenizer's {high:.4f} bpp")
     return [rows[crf] for crf in sorted(rows, reverse=True)]
-
-
-HEADER = (f"{'method':24s} {'setting':9s} {'bpp':>7s} {'PSNR':>6s} {'SSIM':>6s} {'LPIPS':>6s} "
-          f"{'flicker':>7s} {'enc f/s':>8s} {'dec f/s':>8s}")
-
-
-def show(r: dict) -> str:
-    return (f"{r['method']:24s} {r['setting']:9s} {r['bpp']:7.4f} {r['psnr']:6.2f} "
-            f"{r['ssim']:6.3f} {r['lpips_alex']:6.3f} {r['flicker']:7.2f} "
-            f"{r['encode_fps']:8.1f} {r['decode_fps']:8.1f}")
 
 
 def plot(rows: list[dict], key: str, label: str, path: Path) -> None:
@@ -228,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     try:
         tok, directory, trained = load_tokenizer(args.tokenizer, args.device)
-        multiple = math.lcm(2, spatial_factor(tok))
+        multiple = grid_multiple(tok)
         if args.size and (args.size[0] % multiple or args.size[1] % multiple):
             raise ValueError(f"--size sides must be multiples of {multiple}")
         lpips = LPIPS("alex", cache=args.cache).to(args.device)
@@ -272,11 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "pixel_format": vc.PIXEL_FORMAT,
         "codecs": {n: {"encoder": vc.CODECS[n].encoder, "options": vc.CODECS[n].options}
                    for n in args.codecs},
-        "definitions": {"bpp": "file bytes x 8 / (frames x height x width), over all clips",
-                        "psnr": "8-bit RGB per frame, mean over frames",
-                        "ssim": "8-bit RGB, Gaussian 11/1.5, per frame, mean over frames",
-                        "lpips_alex": "LPIPS v0.1 AlexNet per frame, mean over frames",
-                        "flicker": FLICKER},
+        "definitions": DEFINITIONS,
         "versions": {"av": av.__version__, "ffmpeg": str(av.ffmpeg_version_info),
                      "torch": torch.__version__, "python": platform.python_version()},
         "seconds": round(time.time() - started, 1), "notes": notes, "rows": rows}

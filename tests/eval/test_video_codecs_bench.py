@@ -15,6 +15,7 @@ pytest.importorskip("matplotlib")
 
 from tests.eval.test_video_codecs import moving_clip  # noqa: E402
 from vtok.cli.decode_cmd import write_video  # noqa: E402
+from vtok.eval.video_compare import prepare  # noqa: E402
 
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "video_codecs.py"
 
@@ -77,10 +78,9 @@ def test_still_image_and_unknown_tokenizers_are_refused(tiny_clip, tmp_path, cap
 
 
 def test_prepare_crops_to_the_grid_or_scales_to_cover_a_size():
-    bench = _script()
     frames = torch.rand(2, 3, 50, 90)
-    assert bench.prepare(frames, None, 4).shape == (2, 48, 88, 3)
-    scaled = bench.prepare(frames, (40, 40), 4)  # scaled to 40x72, then the middle 40x40
+    assert prepare(frames, None, 4).shape == (2, 48, 88, 3)
+    scaled = prepare(frames, (40, 40), 4)  # scaled to 40x72, then the middle 40x40
     assert scaled.shape == (2, 40, 40, 3) and scaled.dtype == np.uint8
     grey = torch.full((1, 3, 50, 90), 100 / 255)
-    assert (bench.prepare(grey, (40, 40), 4) == 100).all()  # scaling keeps a flat colour
+    assert (prepare(grey, (40, 40), 4) == 100).all()  # scaling keeps a flat colour

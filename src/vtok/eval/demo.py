@@ -3,13 +3,14 @@ real .vtok files, against JPEG, WebP and AVIF on the same validation photos and 
 
 bpp counts every byte of the stored file (headers included) x 8 / pixels, for us and for the
 classic codecs alike; PSNR is per image on 8-bit RGB, averaged; LPIPS is AlexNet v0.1.
+Tokenizers that code clips also get a video section (`vtok.eval.demo_video`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,15 @@ from vtok.data.datasets import center_crop
 from vtok.data.images import read_image
 from vtok.data.photos import photo_paths
 from vtok.eval import codecs
+from vtok.eval.demo_video import VideoOptions, VideoSection, video_section
 from vtok.eval.metrics import psnr
 from vtok.files import atomic_write_text
 from vtok.losses import LPIPS
 from vtok.models import Tokenizer, list_pretrained
+from vtok.models.shipped import tokenizer_dir
 
 SIZE = 256
+DEFAULT_VIDEO = VideoOptions()
 CLASSIC = {"jpeg": [5, 10, 25, 50], "webp": [0, 5, 25, 50], "avif": [0, 10, 30, 50]}
 
 
@@ -106,19 +110,32 @@ def classic_results(codec: str, images: torch.Tensor, lpips: LPIPS,
     return out
 
 
+@dataclass
+class Demo:
+    """What `run_demo` computed: the photo rows and the video section."""
+
+    results: list[Result]
+    video: VideoSection
+
+
 def run_demo(out: Path, limit: int | None = None, progress: bool = True,
-             cache: str | Path | None = None) -> list[Result]:
+             cache: str | Path | None = None, tokenizers: Sequence[str | Path] | None = None,
+             video: VideoOptions | None = DEFAULT_VIDEO) -> Demo:
     """Compute every row, write results.json, the plots and report.html into `out`.
 
-    The validation photos and LPIPS weights come from `cache` (see `vtok data prepare`)."""
+    tokenizers: shipped names or tokenizer folders (default: every shipped tokenizer).
+    video: the video section's clips and sizes; None skips the section.
+    The validation photos, clips and LPIPS weights come from `cache` (see `vtok data
+    prepare`)."""
     from vtok.eval.report import write_report
 
     started = time.time()
     paths = photo_paths("val", cache)[:limit]
     lpips = LPIPS("alex", cache=cache)  # before the work: a missing asset fails at once
     images = torch.stack([center_crop(read_image(p), SIZE) for p in paths])
-    shipped = [(e["name"], Tokenizer.from_pretrained(e["path"]), Path(e["path"]))
-               for e in list_pretrained()]
+    folders = ([Path(e["path"]) for e in list_pretrained()] if tokenizers is None
+               else [tokenizer_dir(t) for t in tokenizers])
+    shipped = [(d.name, Tokenizer.from_pretrained(d), d) for d in folders]
     classic = [c for c in CLASSIC if codecs.available(c)]
     total = len(images) * (sum(len(token_counts(tok)) for _, tok, _ in shipped)
                            + sum(len(CLASSIC[c]) for c in classic))
@@ -130,13 +147,16 @@ def run_demo(out: Path, limit: int | None = None, progress: bool = True,
                                          lambda: bar.update())
         for codec in classic:
             results += classic_results(codec, images, lpips, lambda: bar.update())
-    bar.close()
-    out.mkdir(parents=True, exist_ok=True)
+        bar.close()
+        out.mkdir(parents=True, exist_ok=True)
+        section = (VideoSection("skipped: not asked for (--no-video)") if video is None
+                   else video_section(out, shipped, lpips, video, cache))
     summary = {"size": SIZE, "photos": [p.name for p in paths],
-               "seconds": time.time() - started, "rows": [r.row() for r in results]}
+               "seconds": time.time() - started, "rows": [r.row() for r in results],
+               "video": section.summary()}
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
-    write_report(out, results, images, [p.name for p in paths])
-    return results
+    write_report(out, results, images, [p.name for p in paths], section)
+    return Demo(results, section)
 
 
 def table(results: list[Result]) -> str:

@@ -237,3 +237,19 @@ def bracket_crfs(rate_at: Callable[[int], float], low: float, high: float, codec
             at(max(tried[0] - spec.step, lo))
     return dict(sorted(rates.items()))
 
+
+
+def closest_crf(rate_at: Callable[[int], float], target: float, codec: str) -> int:
+    """The CRF of `codec` whose rate (`rate_at(crf)`, bits per pixel) is closest to `target`
+    in ratio: `bracket_crfs` finds CRFs on both sides of it, then the CRFs between the two
+    nearest ones are bisected (rates fall as the CRF grows) until they are neighbours. At the
+    end of the CRF range when the range does not reach `target`."""
+    rates = bracket_crfs(rate_at, target, target, codec, points=2)
+    while True:
+        more = [crf for crf, rate in rates.items() if rate >= target]
+        fewer = [crf for crf, rate in rates.items() if rate <= target]
+        if not more or not fewer or min(fewer) - max(more) <= 1:
+            break
+        middle = (max(more) + min(fewer)) // 2
+        rates[middle] = rate_at(middle)
+    return min(rates, key=lambda crf: abs(np.log(rates[crf] / target)))
