@@ -57,3 +57,20 @@ def test_bad_settings_are_refused(ramp_dir):
         PhotoMotionClips(image_items(ramp_dir), size=32, frames=5, max_zoom=0.5)
     with pytest.raises(ValueError, match="frames must be >= 1"):
         PhotoMotionClips(image_items(ramp_dir), size=32, frames=0)
+
+
+def test_clips_are_the_same_in_every_process(ramp_dir):
+    """Seeds mix only integers: Python salts str hashes per process (PYTHONHASHSEED)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from vtok.data.datasets import image_items; "
+            "from vtok.data.motion import PhotoMotionClips; "
+            "c = PhotoMotionClips(image_items(sys.argv[1]), size=16, frames=3, seed=5); "
+            "print(repr(float(c[4].sum())))")
+    sums = {subprocess.run([sys.executable, "-c", code, str(ramp_dir)], check=True,
+                           capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": salt}).stdout
+            for salt in ("1", "2")}
+    assert len(sums) == 1, sums

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from vtok.data.datasets import ImageItem, RandomCrops
 
+_TAG = 7141  # sets these draws apart from RandomCrops' (an int: str hashes vary by process)
+
 
 class PhotoMotionClips(RandomCrops):
     """Random `frames` x `size` x `size` clips `[frames, 3, size, size]` in [0, 1], each a
@@ -42,7 +44,7 @@ class PhotoMotionClips(RandomCrops):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         index, image = self.readable(i)
-        gen = torch.Generator().manual_seed(hash((self.seed, "motion", i)) & ((1 << 62) - 1))
+        gen = torch.Generator().manual_seed(hash((self.seed, _TAG, i)) & ((1 << 62) - 1))
 
         def uniform(low: float, high: float) -> float:
             return low + (high - low) * float(torch.rand((), generator=gen))

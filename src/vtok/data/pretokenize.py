@@ -97,6 +97,14 @@ class RunOptions:
             raise TokenizeError("--threads must be >= 1")
         if self.engine not in ("local", "ray"):
             raise TokenizeError(f"--engine must be local or ray, got {self.engine!r}")
+        import torch
+
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as err:
+            raise TokenizeError(f"--device: unknown device {self.device!r} ({err})") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise TokenizeError(f"--device {self.device}: no CUDA GPU is available")
 
     def worker_threads(self) -> int:
         return self.threads or max(1, (os.cpu_count() or 1) // self.workers)

@@ -143,7 +143,8 @@ class ShardFolder:
             raise TokenizeError(f"{self.out}: exists and is not a folder")
         if self.manifest_path.is_file():
             self._check_resume()
-        elif self.out.is_dir() and any(not p.name.startswith(".") for p in self.out.iterdir()):
+        elif self.out.is_dir() and any(not p.name.startswith(".") and p != self.progress
+                                       for p in self.out.iterdir()):
             raise TokenizeError(f"{self.out}: not empty and holds no {MANIFEST} (not a token "
                                 f"folder of vtok tokenize); give an empty or new folder")
         try:

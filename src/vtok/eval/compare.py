@@ -167,6 +167,11 @@ def prepare(config: EvalConfig) -> Run:
     from vtok.losses import LPIPS
 
     device = pick_device(config.device)
+    for module, extra in (("pytorch_msssim", "eval"), ("matplotlib", "data")):
+        try:  # imported where they are used, after the coding: checked before it
+            __import__(module)
+        except ImportError:
+            raise EvalError(f"vtok eval needs {module}: pip install 'vtok[{extra}]'") from None
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise EvalError(f"--out {out} is a file, not a folder")

@@ -112,6 +112,12 @@ class InceptionFID:
         weights = Path(weights)
         if not weights.is_file():
             raise ValueError(f"--inception-weights {weights}: no such file")
+        try:  # the library unpickles the file in full: only one of plain tensors gets there
+            torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"--inception-weights {weights}: not a weights file that loads "
+                             f"with torch.load(weights_only=True) ({type(err).__name__}: "
+                             f"{err}); vtok never unpickles more than tensors") from None
         try:
             from torchmetrics.image.fid import FrechetInceptionDistance
         except ImportError as err:

@@ -16,6 +16,16 @@ import re
 import torch
 from torch import Tensor
 
+# (image architecture, video architecture) pairs whose weights inflate
+INFLATES = {("conv2d", "conv3d")}
+
+
+def inflates(source_architecture: str, target_architecture: str) -> bool:
+    """Whether a tokenizer of `source_architecture` starts one of `target_architecture` by
+    inflation (`inflated_state`)."""
+    return (source_architecture, target_architecture) in INFLATES
+
+
 # conv3d key (the part after "<encoder|decoder>.layers.N.") -> conv2d key, tried in order
 _RENAMES = (
     (re.compile(r"^norm1\."), "body.0."),

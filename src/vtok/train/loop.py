@@ -28,7 +28,7 @@ from vtok.losses.perceptual import LPIPS
 from vtok.losses.total import LossWeights, critic_loss, generator_loss
 from vtok.models import Tokenizer, create_tokenizer
 from vtok.models.base import WEIGHTS_FILE, read_config
-from vtok.models.inflate import inflated_state
+from vtok.models.inflate import inflated_state, inflates
 from vtok.models.presets import tokenizer_dir
 from vtok.quant.vq import VectorQuantizer
 from vtok.train import checkpoint as ckpt
@@ -273,7 +273,7 @@ def init_from(model: Tokenizer, directory: Path, grow: bool = False, seed: int =
         raise ValueError(f"TrainConfig.init: {err}") from None
     source = directory / "model" if (directory / "model" / "config.json").exists() else directory
     arch, _ = read_config(source)
-    inflate = (arch, model.architecture) == ("conv2d", "conv3d")
+    inflate = inflates(arch, model.architecture)
     if arch != model.architecture and not inflate:
         raise ValueError(f"TrainConfig.init: {source} holds a {arch!r} tokenizer, "
                          f"but preset makes a {model.architecture!r} one")
