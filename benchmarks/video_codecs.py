@@ -15,7 +15,7 @@ for each codec, so they compare methods on this machine at this load, not across
 
 Usage: python benchmarks/video_codecs.py --tokenizer DIR_OR_NAME [--split val | --clips FILE..]
        [--frames 33] [--size WxH] [--codecs h264 h265 av1] [--points 4] [--device cpu]
-       [--json PATH]   (plots beside the JSON: STEM_lpips.png, STEM_psnr.png)
+       [--stick SLACK] [--json PATH]   (plots beside the JSON: STEM_lpips.png, STEM_psnr.png)
 """
 
 from __future__ import annotations
@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="for torch and the codecs")
     parser.add_argument("--device", default="cpu", help="the tokenizer's and LPIPS's device")
     parser.add_argument("--cache", help="vtok cache folder (clips, LPIPS weights)")
+    parser.add_argument("--stick", type=float, default=0.0,
+                        help="the tokenizer's Conv3dTokenizer.stick (0: off)")
     parser.add_argument("--json", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.frames < 2:
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     try:
         tok, directory, trained = load_tokenizer(args.tokenizer, args.device)
+        tok.stick = args.stick
         multiple = grid_multiple(tok)
         if args.size and (args.size[0] % multiple or args.size[1] % multiple):
             raise ValueError(f"--size sides must be multiples of {multiple}")
@@ -193,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = {
         "tokenizer": {"spec": args.tokenizer, "id": tok.tokenizer_id, "trained": trained,
+                      "stick": args.stick,
                       "architecture": tok.architecture, "device": args.device},
         "clips": [{"name": c["name"], "frames": len(c["frames"]), "fps": str(c["fps"])}
                   for c in clips],

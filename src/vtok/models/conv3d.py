@@ -191,6 +191,11 @@ class Conv3dTokenizer(Tokenizer):
     identical tokens, pixels within about 1e-6). `chunk_frames` is rounded down to a multiple
     of `time_downsample`; like `tile_size` it is not part of the config or the tokenizer id.
     Frames are not tiled in space: `tile_size` does not apply.
+
+    `stick` (default 0: off; encoding only, like `chunk_frames`), for a VQ codebook: a token
+    keeps its code from the previous latent frame when that code's squared distance is at most
+    (1 + stick) times the nearest code's (`VectorQuantizer.indices_keeping`), so still regions
+    repeat their codes and cost the temporal prior few bits. Decoding is unchanged.
     """
 
     architecture = "conv3d"
@@ -201,6 +206,7 @@ class Conv3dTokenizer(Tokenizer):
         self.encoder = Encoder3d(config)
         self.decoder = Decoder3d(config)
         self.chunk_frames = DEFAULT_CHUNK_FRAMES
+        self.stick = 0.0
 
     @property
     def codes_clips(self) -> bool:
@@ -266,11 +272,21 @@ class Conv3dTokenizer(Tokenizer):
         clip = images if images.ndim == 5 else images[:, None]
         frames, size = clip.shape[1], tuple(images.shape[-2:])
         shape = self.token_shape(size, num_tokens, frames)
+        if self.stick and not (math.isfinite(self.stick) and self.stick > 0
+                               and hasattr(self.quantizer, "indices_keeping")):
+            raise ValueError(f"stick={self.stick!r}: needs a finite number > 0 and a VQ "
+                             f"codebook; this tokenizer has a {self.config.quantizer!r} one")
         cache: dict = {}
-        indices = []
+        indices: list[Tensor] = []
         for start, stop in self._chunks(self.coded_frames(frames), self._step()):
-            z = self.encoder(self._pixels_in(clip, start, stop), cache)
-            indices.append(self.quantizer(z.permute(0, 2, 3, 4, 1)).indices)
+            z = self.encoder(self._pixels_in(clip, start, stop), cache).permute(0, 2, 3, 4, 1)
+            if self.stick:  # latent frame by latent frame, each after the one before
+                for j in range(z.shape[1]):
+                    indices.append((self.quantizer(z[:, j]).indices if not indices else
+                                    self.quantizer.indices_keeping(z[:, j], indices[-1][:, -1],
+                                                                   self.stick))[:, None])
+            else:
+                indices.append(self.quantizer(z).indices)
         return Tokens(torch.cat(indices, 1), shape, size, self.tokenizer_id, math.prod(shape),
                       frames=frames)
 

@@ -112,6 +112,23 @@ class VectorQuantizer(Quantizer):
             q = self.project_out(q)
         return q.reshape(*indices.shape, self.dim)
 
+    @torch.no_grad()
+    def indices_keeping(self, z: Tensor, previous: Tensor, slack: float) -> Tensor:
+        """Indices of `z` `[..., dim]` where each position keeps its `previous` code (indices
+        of the same leading shape) when that code's squared distance is at most (1 + slack)
+        times the nearest code's, else takes the nearest: fewer changes from frame to frame
+        for a little more distortion, like a video codec's skip mode. l2 codebooks only."""
+        if self.distance != "l2":
+            raise ValueError("keeping codes from frame to frame needs an l2 codebook")
+        x = z.reshape(-1, self.dim)
+        if self.project_in is not None:
+            x = self.project_in(x)
+        codes = self.codes()
+        best = nearest_code(x, codes, "l2")
+        kept = previous.reshape(-1)
+        keep = (x - codes[kept]).pow(2).sum(1) <= (1 + slack) * (x - codes[best]).pow(2).sum(1)
+        return torch.where(keep, kept, best).view(previous.shape)
+
     # -- training path -----------------------------------------------------------------------
     def quantize(self, z: Tensor) -> QuantizerOutput:
         x = z.reshape(-1, self.dim)
