@@ -282,8 +282,14 @@ def test_one_shard_shared_out_among_workers_is_the_shard_of_one(conv, classes, t
 
 
 def test_split_task_parts_merge_back_to_the_shard(conv, classes):
-    from vtok.data.pretokenize import (RunOptions, load_tokenizer, merge_parts, part_size,
-                                       split_task, tokenize_shard)
+    from vtok.data.pretokenize import (
+        RunOptions,
+        load_tokenizer,
+        merge_parts,
+        part_size,
+        split_task,
+        tokenize_shard,
+    )
     from vtok.data.token_items import open_inputs
     from vtok.data.token_shards import ShardTask
 

@@ -3,9 +3,11 @@ Parquet shards, each item exactly once, resumable after a crash (`vtok tokenize`
 
 The items (`vtok.data.token_items`) are cut, in their fixed order, into shards of
 `shard_size` items; shard i always holds the same items, so its contents follow from the
-inputs, the tokenizer and the options alone. A shard is tokenized whole by one worker
-(`tokenize_shard`), and the parent writes it (`vtok.data.token_shards.ShardFolder`: a temp
-file renamed into place, then its record). A rerun skips the shards already recorded, so a
+inputs, the tokenizer and the options alone. A shard's items are tokenized by the workers
+in parts of at most a batch (`tokenize_shard` on each part, `split_task`), so that even a
+single shard keeps every worker busy; the parent joins the parts in order (`merge_parts`: the
+same rows as the shard tokenized whole) and writes it (`vtok.data.token_shards.ShardFolder`:
+a temp file renamed into place, then its record). A rerun skips the shards already recorded, so a
 job killed at any moment and run again ends with the same rows, none twice. Engines: worker
 processes on one machine (here) or Ray Data (`vtok.data.pretokenize_ray`).
 """

@@ -6,10 +6,10 @@ its items, which are paths and carried values, not pixels) -> `map_batches` with
 `ShardTokenizer`, a tokenizer actor per worker (`--workers` actors, each with `--threads` CPUs
 and `--gpus-per-worker` GPUs), which reads, cuts and tokenizes its part exactly as a local
 worker does (`tokenize_shard`) -> the driver streams the results back, joins each shard's parts
-and writes the shard and its record (`ShardFolder.write`), so a shard is whole or absent whatever is killed, and a rerun
-redoes only the unrecorded shards. The workers read the inputs by path: on a cluster the
-inputs must be at the same paths on every node (a shared file system); only the driver
-writes the output folder.
+and writes the shard and its record (`ShardFolder.write`), so a shard is whole or absent
+whatever is killed, and a rerun redoes only the unrecorded shards. The workers read the inputs
+by path: on a cluster the inputs must be at the same paths on every node (a shared file
+system); only the driver writes the output folder.
 
 `ray.init()` connects to the cluster named by `RAY_ADDRESS` (as under `ray job submit`), or
 starts a local Ray when none is named; a Ray already initialised by the caller is used as is.
