@@ -267,3 +267,43 @@ def test_two_workers_write_the_rows_of_one(conv, classes, tmp_path):
     assert read_rows(tmp_path / "two") == read_rows(tmp_path / "one")
     one, two = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "two"))
     assert one["shards"] == two["shards"] and one["skipped"] == two["skipped"]
+
+
+def test_one_shard_shared_out_among_workers_is_the_shard_of_one(conv, classes, tmp_path):
+    # all 7 items (one unreadable) in one shard, cut into parts of 2 for two workers: the
+    # parts joined give the very shard one worker writes (same bytes, same skipped list)
+    args = ["-t", conv, "-i", classes, "--size", 8, "--hflip", "--batch-size", 2]
+    assert tokenize(*args, "-o", tmp_path / "one") == 0
+    assert tokenize(*args, "-o", tmp_path / "two", "--workers", 2, "--threads", 1) == 0
+    assert read_rows(tmp_path / "two") == read_rows(tmp_path / "one")
+    one, two = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "two"))
+    assert len(one["shards"]) == 1 and one["shards"] == two["shards"]
+    assert one["skipped"] == two["skipped"] and len(one["skipped"]) == 1
+
+
+def test_split_task_parts_merge_back_to_the_shard(conv, classes):
+    from vtok.data.pretokenize import (
+        RunOptions,
+        load_tokenizer,
+        merge_parts,
+        part_size,
+        split_task,
+        tokenize_shard,
+    )
+    from vtok.data.token_items import open_inputs
+    from vtok.data.token_shards import ShardTask
+
+    inputs = open_inputs([classes], "auto", None)
+    task = ShardTask(3, list(inputs.items()))
+    tok, options = load_tokenizer(str(conv)), TokenizeOptions(size=8)
+    assert part_size(7, RunOptions(batch_size=32, workers=2)) == 4
+    assert part_size(7, RunOptions(batch_size=2, workers=2)) == 2
+    pieces = split_task(task, 2)
+    assert [len(p.items) for p in pieces] == [2, 2, 2, 1]
+    assert [i for p in pieces for i in p.items] == task.items
+    whole = tokenize_shard(task, tok, options, 2, "cpu", inputs.columns)
+    merged = merge_parts([tokenize_shard(p, tok, options, 2, "cpu", inputs.columns)
+                          for p in pieces])
+    assert merged.table.equals(whole.table) and merged.skipped == whole.skipped
+    assert (merged.index, merged.items, merged.first_key, merged.last_key) == (
+        whole.index, whole.items, whole.first_key, whole.last_key)

@@ -3,9 +3,11 @@ Parquet shards, each item exactly once, resumable after a crash (`vtok tokenize`
 
 The items (`vtok.data.token_items`) are cut, in their fixed order, into shards of
 `shard_size` items; shard i always holds the same items, so its contents follow from the
-inputs, the tokenizer and the options alone. A shard is tokenized whole by one worker
-(`tokenize_shard`), and the parent writes it (`vtok.data.token_shards.ShardFolder`: a temp
-file renamed into place, then its record). A rerun skips the shards already recorded, so a
+inputs, the tokenizer and the options alone. A shard's items are tokenized by the workers
+in parts of at most a batch (`tokenize_shard` on each part, `split_task`), so that even a
+single shard keeps every worker busy; the parent joins the parts in order (`merge_parts`: the
+same rows as the shard tokenized whole) and writes it (`vtok.data.token_shards.ShardFolder`:
+a temp file renamed into place, then its record). A rerun skips the shards already recorded, so a
 job killed at any moment and run again ends with the same rows, none twice. Engines: worker
 processes on one machine (here) or Ray Data (`vtok.data.pretokenize_ray`).
 """
@@ -363,7 +365,8 @@ def _run_local(tasks: Iterator[ShardTask], folder: ShardFolder, spec: str, tok,
                options: TokenizeOptions, run: RunOptions,
                progress: Callable[[int], None] | None) -> int:
     """Shards tokenized here (one worker) or by `run.workers` spawned processes, at most two
-    shards per worker in flight, so the parent holds a few shards, never the dataset."""
+    parts of shards per worker in flight, so the parent holds a few shards, never the
+    dataset."""
     import torch
 
     def done(result: ShardResult) -> None:
@@ -391,16 +394,54 @@ def _run_local(tasks: Iterator[ShardTask], folder: ShardFolder, spec: str, tok,
     counter = ctx.Value("i", 0)
     with ctx.Pool(run.workers, initializer=_init_worker,
                   initargs=(spec, options, run, folder.columns, counter, os.getpid())) as pool:
-        inflight: deque = deque()
-        for task in tasks:
-            inflight.append(pool.apply_async(_work, (task,)))
-            if len(inflight) >= 2 * run.workers:
-                done(inflight.popleft().get())
+        # the workers get parts of shards (`split_task`), so that a shard's items are shared
+        # out among them; the parent joins a shard's parts in order and writes it whole
+        inflight: deque = deque()  # (part async result, parts in its shard)
+        parts: list[ShardResult] = []
+
+        def collect() -> None:
+            nonlocal written
+            result, count = inflight.popleft()
+            parts.append(result.get())
+            if len(parts) == count:
+                done(merge_parts(parts))
+                parts.clear()
                 written += 1
+
+        for task in tasks:
+            pieces = split_task(task, part_size(len(task.items), run))
+            for piece in pieces:
+                inflight.append((pool.apply_async(_work, (piece,)), len(pieces)))
+                if len(inflight) >= 2 * run.workers:
+                    collect()
         while inflight:
-            done(inflight.popleft().get())
-            written += 1
+            collect()
     return written
+
+
+def part_size(items: int, run: RunOptions) -> int:
+    """Items per part of a shard handed to one worker: at most a batch, and small enough
+    that every worker gets a part of the shard."""
+    return max(1, min(run.batch_size, -(-items // run.workers)))
+
+
+def split_task(task: ShardTask, size: int) -> list[ShardTask]:
+    """A shard's items cut into consecutive parts of at most `size` items (each a
+    ShardTask with the shard's index), tokenized apart and joined by `merge_parts`."""
+    return [ShardTask(task.index, task.items[i : i + size])
+            for i in range(0, len(task.items), size)]
+
+
+def merge_parts(parts: list[ShardResult]) -> ShardResult:
+    """The shard made of its parts' results (in order): the same rows, skipped items and
+    counts as tokenizing the shard whole."""
+    import pyarrow as pa
+
+    if len(parts) == 1:
+        return parts[0]
+    table = pa.concat_tables([p.table for p in parts]).combine_chunks()
+    return ShardResult(parts[0].index, table, [s for p in parts for s in p.skipped],
+                       sum(p.items for p in parts), parts[0].first_key, parts[-1].last_key)
 
 
 _WORKER: dict[str, Any] = {}
@@ -445,4 +486,4 @@ def _work(task: ShardTask) -> ShardResult:
 
 
 __all__ = ["OutputError", "RunOptions", "Summary", "TokenizeError", "TokenizeOptions",
-           "make_views", "tokenize_dataset", "tokenize_shard"]
+           "make_views", "merge_parts", "split_task", "tokenize_dataset", "tokenize_shard"]
