@@ -51,6 +51,8 @@ class ShardTokenizer:
 
         results = []
         for blob in batch["task"]:
+            # bytes this job's driver pickled moments ago (Ray pickles every row anyway);
+            # never data from a file
             task: ShardTask = pickle.loads(blob)
             result = tokenize_shard(task, self.tok, self.options, self.run.batch_size,
                                     self.device, self.columns)
@@ -91,6 +93,7 @@ def run_ray(tasks: Iterator[ShardTask], folder: ShardFolder, spec: str,
         parts: dict[int, dict[int, ShardResult]] = {}
         for row in dataset.iter_rows():
             index = int(row["index"])
+            # an actor's result for this job's own task (see ShardTokenizer), not file data
             parts.setdefault(index, {})[int(row["part"])] = pickle.loads(row["result"])
             if len(parts[index]) < counts[index]:
                 continue

@@ -288,30 +288,26 @@ def init_from(model: Tokenizer, directory: Path, grow: bool = False, seed: int =
             raise
         return
     old = Tokenizer.from_pretrained(source)
-    if not grow:  # a conv2d image tokenizer's weights inflated into the conv3d model
+    state = old.state_dict()
+    if grow:
+        if not isinstance(old.quantizer, VectorQuantizer) or not isinstance(model.quantizer,
+                                                                            VectorQuantizer):
+            raise ValueError(f"TrainConfig.grow_codebook: only a 'vq' codebook grows; {source} "
+                             f"has a {old.config.quantizer!r} quantizer, the preset makes a "
+                             f"{model.config.quantizer!r} one")
         try:
-            state = inflated_state(old.state_dict(), model.state_dict(), str(source))
+            grown = old.quantizer.grown_state(model.codebook_size, seed=seed)
         except ValueError as err:
-            raise ValueError(f"TrainConfig.init: {err}") from None
-        model.load_checked(state, f"TrainConfig.init: {source}, inflated")
-        return
-    if not isinstance(old.quantizer, VectorQuantizer) or not isinstance(model.quantizer,
-                                                                        VectorQuantizer):
-        raise ValueError(f"TrainConfig.grow_codebook: only a 'vq' codebook grows; {source} "
-                         f"has a {old.config.quantizer!r} quantizer, the preset makes a "
-                         f"{model.config.quantizer!r} one")
-    try:
-        grown = old.quantizer.grown_state(model.codebook_size, seed=seed)
-    except ValueError as err:
-        raise ValueError(f"TrainConfig.grow_codebook: {source}: {err}") from None
-    state = {k: v for k, v in old.state_dict().items() if not k.startswith("quantizer.")}
-    state.update({f"quantizer.{k}": v for k, v in grown.items()})
-    if inflate:
+            raise ValueError(f"TrainConfig.grow_codebook: {source}: {err}") from None
+        state = {k: v for k, v in state.items() if not k.startswith("quantizer.")}
+        state.update({f"quantizer.{k}": v for k, v in grown.items()})
+    if inflate:  # a conv2d image tokenizer's weights into the conv3d model
         try:
             state = inflated_state(state, model.state_dict(), str(source))
         except ValueError as err:
             raise ValueError(f"TrainConfig.init: {err}") from None
-    model.load_checked(state, f"TrainConfig.init: {source}, grown")
+    done = ", ".join(word for word, on in (("grown", grow), ("inflated", inflate)) if on)
+    model.load_checked(state, f"TrainConfig.init: {source}, {done}")
 
 
 def _restore(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any], config: TrainConfig,
