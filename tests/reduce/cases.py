@@ -22,6 +22,7 @@ VARIANTS = {
     "kmedoids": ("kmedoids", {"keep": 0.4, "segments": 3}),
     "kmedoids-keep-only": ("kmedoids", {"keep": 0.5, "segments": 2, "merge": False}),
     "cls_attn": ("cls_attn", {"keep": 0.5, "contextual": 0.3}),
+    "fastv": ("fastv", {"keep": 0.5}),
     "pool2d": ("pool2d", {"stride": 2}),
     "pool2d-keep": ("pool2d", {"keep": 0.3}),
     "random": ("random", {"keep": 0.5, "seed": 3}),

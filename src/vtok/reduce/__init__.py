@@ -4,10 +4,12 @@
 tokens `[B, N, C]` (with an optional padding mask, sizes, keys or CLS attention row) returns a
 `ReductionPlan`, whose `apply` reduces any per-token tensor, `unmerge` undoes it and
 `attention_bias` gives ToMe's proportional attention. Registered methods: tome, divprune,
-kcenter, dpc_knn, kmedoids, cls_attn, pool2d, random, stride.
+kcenter, dpc_knn, kmedoids, cls_attn, fastv, pool2d, random, stride.
 
 `with attach(model, "tome", r=8):` reduces the tokens inside a timm ViT/DeiT or a vtok TiTok
-encoder through hooks, and restores the model exactly on exit.
+encoder through hooks, and restores the model exactly on exit. On a Hugging Face LLaVA or
+Qwen2-VL model, `attach(model, "fastv", keep=0.25, where="llm", layer=2)` reduces its visual
+tokens at the vision tower, the projector or inside the language model (`vtok.reduce.vlm`).
 """
 
 from vtok.reduce import baselines, cls_attn, cluster, diversity, kmedoids, pool, tome  # noqa: F401
@@ -15,6 +17,7 @@ from vtok.reduce.adapter import ReductionHandle, attach
 from vtok.reduce.attention import cls_attention, proportional_attention_bias
 from vtok.reduce.base import REDUCERS, Reducer, TokenBatch, create_reducer, kept_count
 from vtok.reduce.plan import ReductionPlan, build_plan
+from vtok.reduce.vlm import VlmReductionHandle
 
 __all__ = [
     "REDUCERS",
@@ -22,6 +25,7 @@ __all__ = [
     "ReductionPlan",
     "Reducer",
     "TokenBatch",
+    "VlmReductionHandle",
     "attach",
     "build_plan",
     "cls_attention",

@@ -40,6 +40,8 @@ from vtok.reduce.base import Reducer, create_reducer
 from vtok.reduce.cls_attn import ClsAttentionMerge
 from vtok.reduce.model_parts import TransformerParts, find_parts, num_heads
 from vtok.reduce.plan import ReductionPlan
+from vtok.reduce.vlm import VlmReductionHandle, attach_vlm
+from vtok.reduce.vlm_parts import find_vlm_parts
 
 # blocks with a live attach: a second attach on them is refused (hooks would interleave)
 _ATTACHED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
@@ -54,9 +56,16 @@ def attach(
     protected: int | Sequence[int] | None = None,
     proportional: bool = True,
     similarity: str = "tokens",
+    where: str | None = None,
+    layer: int | None = None,
     **method_options: Any,
-) -> ReductionHandle:
+) -> ReductionHandle | VlmReductionHandle:
     """Reduce the tokens of `model` with reducer `method` until the handle is removed.
+
+    On a Hugging Face LLaVA or Qwen2-VL model the visual tokens are reduced instead, per
+    image, at `where` = "vision" | "projector" (default) | "llm" (before decoder layer
+    `layer`, default 2); see `vtok.reduce.vlm`. `layers`, `proportional` and `similarity` are
+    for vision transformers only.
 
     model: a timm `VisionTransformer` (or subclass), a vtok TiTok tokenizer (its encoder is
     reduced; `encode`, `forward` and the bench use it) or an `nn.ModuleList` of vtok
@@ -76,6 +85,17 @@ def attach(
     previous block's attention keys, heads averaged; at block 0, the tokens).
     method_options go to the reducer (e.g. `seed=` for random, `contextual=` for cls_attn).
     """
+    vlm = find_vlm_parts(model)
+    if vlm is not None:
+        if layers is not None or protected is not None or not proportional or \
+                similarity != "tokens":
+            raise ValueError("layers/protected/proportional/similarity are options of vision "
+                             "transformers; on a vision-language model give where= and layer=")
+        return attach_vlm(vlm, method, keep=keep, r=r, where=where or "projector", layer=layer,
+                          **method_options)
+    if where is not None or layer is not None:
+        raise ValueError(f"where= and layer= are for vision-language models; "
+                         f"{type(model).__name__} is not one (use layers=)")
     parts = find_parts(model)
     once = r is None
     if (keep is None and r is None and "stride" not in method_options) or (

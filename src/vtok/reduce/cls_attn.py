@@ -65,3 +65,22 @@ class ClsAttentionMerge(Reducer):
     def options(self) -> dict:
         return {**super().options(), "contextual": self.contextual}
 
+
+
+@REDUCERS.register("fastv")
+class AttentionTopK(ClsAttentionMerge):
+    """Keep the tokens one query attends to most; drop the rest unmerged (FastV's rule, "An
+    Image is Worth 1/2 Tokens After Layer 2", Chen et al., 2024).
+
+    Inside a language model (`vtok.reduce.attach(..., where="llm")`) `attn` is the last prompt
+    token's attention row; elsewhere it is `cls_attn` with no contextual tokens.
+    """
+
+    name = "fastv"
+
+    def __init__(self, keep: float | None = None, r: int | None = None,
+                 protected: Protected = 0) -> None:
+        super().__init__(keep=keep, r=r, protected=protected, contextual=0.0)
+
+    def options(self) -> dict:
+        return Reducer.options(self)
