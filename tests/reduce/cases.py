@@ -26,9 +26,11 @@ VARIANTS = {
     "pool2d": ("pool2d", {"stride": 2}),
     "pool2d-keep": ("pool2d", {"keep": 0.3}),
     "random": ("random", {"keep": 0.5, "seed": 3}),
+    "static_gate": ("static_gate", {"keep": 0.5}),
+    "pool3d": ("pool3d", {"keep": 0.3}),
     "stride": ("stride", {"r": 5}),
 }
-MERGING = {"tome", "dpc_knn", "kmedoids", "cls_attn", "pool2d"}
+MERGING = {"tome", "dpc_knn", "kmedoids", "cls_attn", "pool2d", "pool3d"}
 
 
 def build(variant: str, **overrides):

@@ -58,7 +58,7 @@ def all_hooks(model: nn.Module) -> int:
 
 
 def amounts(name: str) -> list[dict]:
-    return [{"keep": 0.5}] if name == "pool2d" else [{"keep": 0.3}, {"r": 3}]
+    return [{"keep": 0.5}] if name in ("pool2d", "pool3d") else [{"keep": 0.3}, {"r": 3}]
 
 
 @torch.no_grad()

@@ -31,6 +31,8 @@ LLAVA_CASES = [
 QWEN_CASES = [
     ("projector", "tome", {}),
     ("projector", "pool2d", {}),
+    ("projector", "static_gate", {}),
+    ("llm", "pool3d", {"layer": 1}),
     ("llm", "fastv", {"layer": 2}),
     ("llm", "kcenter", {"layer": 1}),
 ]
@@ -154,6 +156,29 @@ def test_fastv_scores_by_the_last_tokens_attention():
             model(**inputs)
         kept = handle.layout.index[0]
     assert torch.equal(kept[torch.isin(kept, visual)], expected)
+
+
+def static_video():
+    """One Qwen sample with a video whose two frames are the same picture."""
+    inputs = split_qwen(qwen_batch(QWEN_ITEMS), QWEN_ITEMS)[1]
+    video = inputs["pixel_values_videos"].clone()
+    video[32:] = video[:32]  # rows come frame after frame: 8 x 4 patches each
+    return {**inputs, "pixel_values_videos": video}
+
+
+@pytest.mark.parametrize(("method", "options"), [("static_gate", {}), ("pool3d", {})])
+def test_video_reducers_see_the_frames(method, options):
+    """A video of two equal frames: static_gate keeps frame 0 and merges frame 1 into it;
+    pool3d at keep 0.5 pools the two frames together, each window kept at frame 0."""
+    model = shared_model("qwen", "sdpa")
+    inputs = static_video()
+    ids = inputs["input_ids"][0]
+    video = (ids == model.config.video_token_id).nonzero().flatten()
+    with attach(model, method, keep=0.5, where="projector", **options) as handle:
+        with torch.no_grad():
+            model(**inputs)
+        kept = handle.layout.index[0]
+    assert torch.equal(kept[torch.isin(kept, video)], video[:8])
 
 
 def test_text_only_inputs_run_unchanged():

@@ -12,7 +12,16 @@ Qwen2-VL model, `attach(model, "fastv", keep=0.25, where="llm", layer=2)` reduce
 tokens at the vision tower, the projector or inside the language model (`vtok.reduce.vlm`).
 """
 
-from vtok.reduce import baselines, cls_attn, cluster, diversity, kmedoids, pool, tome  # noqa: F401
+from vtok.reduce import (  # noqa: F401
+    baselines,
+    cls_attn,
+    cluster,
+    diversity,
+    kmedoids,
+    pool,
+    temporal,
+    tome,
+)
 from vtok.reduce.adapter import ReductionHandle, attach
 from vtok.reduce.attention import cls_attention, proportional_attention_bias
 from vtok.reduce.base import REDUCERS, Reducer, TokenBatch, create_reducer, kept_count

@@ -66,7 +66,7 @@ class _Call:
     visual: Tensor | None = None  # [B, L] bool: placeholder positions of any kind
     kinds: dict[str, Tensor] = field(default_factory=dict)  # kind -> [B, L] bool
     counts: dict[str, list[int]] = field(default_factory=dict)  # kind -> tokens per item
-    grids: dict[str, list[tuple[int, int] | None]] = field(default_factory=dict)
+    grids: dict[str, list[tuple[int, int, int] | None]] = field(default_factory=dict)  # t, h, w
     plan: ReductionPlan | None = None  # where="vision": the projector input's reduction
     feature_keep: dict[str, list[Tensor]] = field(default_factory=dict)  # kind -> keeps
 
@@ -183,14 +183,15 @@ class VlmReductionHandle:
                 grid = recent.pop(0) if recent else self.encoded_grids.get(kind)
                 self.encoded_grids[kind] = grid
             if grid is not None and self.parts.kind == "qwen2_vl":
-                grids = [(t * (h // m), w // m) for t, h, w in grid.tolist()]
-                if [h * w for h, w in grids] == counts:
+                grids = [(t, h // m, w // m) for t, h, w in grid.tolist()]
+                if [t * h * w for t, h, w in grids] == counts:
                     call.grids[kind] = grids
                     continue
             grids = []
             for n in counts:
                 side = math.isqrt(max(n - self.reducer_protected, 0))
-                grids.append((side, side) if side * side == n - self.reducer_protected else None)
+                square = side * side == n - self.reducer_protected
+                grids.append((1, side, side) if square else None)
             call.grids[kind] = grids
 
     def visual_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -332,10 +333,20 @@ class VlmReductionHandle:
             groups.setdefault((n, g), []).append(i)
         return [(n, g, starts[idx]) for (n, g), idx in groups.items()]
 
-    def _reducer_for(self, grid: tuple[int, int] | None) -> Reducer:
-        if grid is None or "grid" not in inspect.signature(type(self.reducer)).parameters:
+    def _reducer_for(self, grid: tuple[int, int, int] | None) -> Reducer:
+        """The reducer told the item's token grid: frames and frame grid for video reducers
+        (`frames=`), the frames stacked into one grid for `pool2d`."""
+        accepts = inspect.signature(type(self.reducer)).parameters
+        if grid is None or not ("grid" in accepts or "frames" in accepts):
             return self.reducer
-        options = {**self.reducer.options(), "grid": grid}
+        t, h, w = grid
+        options = self.reducer.options()
+        if "frames" in accepts:
+            options["frames"] = t
+            if "grid" in accepts:
+                options["grid"] = (h, w)
+        else:
+            options["grid"] = (t * h, w)
         return type(self.reducer)(**options)
 
     # -- vision and projector sides --------------------------------------------------------

@@ -7,7 +7,7 @@ on 256x256 centre crops of the default photos' val split, which no shipped model
 Codebook usage is counted over the tokens of every whole 256x256 tile of the val photos (the
 centre crops alone hold too few tokens to meet a codebook of a few hundred codes).
 
-Usage: python benchmarks/tokenizers.py [--tokenizer DIR ...] [--json PATH]
+Usage: python benchmarks/tokenizer_quality.py [--tokenizer DIR ...] [--json PATH]
 """
 
 from __future__ import annotations
