@@ -46,6 +46,11 @@ class ReduceBenchOptions:
                                       "agreement", "DIR")
     titok: str | None = _option(None, "trained vtok TiTok tokenizer: adds reconstruction "
                                 "PSNR / LPIPS", "NAME_OR_DIR")
+    vlm: Path | None = _option(None, "trained LLaVA folder (benchmarks/vlm): visual-token "
+                               "reduction at the vision tower, projector and LLM, scored by "
+                               "answer agreement and first-token KL", "DIR")
+    where: list[str] | None = _option(None, "with --vlm: places to reduce at (default vision "
+                                      "projector llm)", "PLACE")
     methods: list[str] | None = _option(None, "reducers to bench (default: every registered "
                                         "one); options as NAME:option=value,..., e.g. "
                                         "tome:round_share=0.5", "NAME")
@@ -107,8 +112,8 @@ def _check(args: ReduceBenchOptions) -> tuple[list[str], list[float]]:
                              ("--random-crops", args.random_crops, 1)):
         if value < low:
             raise ValueError(f"{name} must be at least {low}, got {value}")
-    if args.titok and args.classifier:
-        raise ValueError("give --titok or --classifier, not both")
+    if sum(bool(v) for v in (args.titok, args.classifier, args.vlm)) > 1:
+        raise ValueError("give one of --titok, --classifier and --vlm")
     return methods, keeps
 
 
@@ -157,6 +162,10 @@ def run(args: ReduceBenchOptions) -> int:
 
     try:
         methods, keeps = _check(args)
+        if args.vlm:
+            from vtok.cli.reduce_bench_vlm import run_vlm
+
+            return run_vlm(args, methods, keeps)
         subject = _subject(args)
         check_layers(args.layer, True, find_parts(subject.model).depth)
         inputs = _images(args, subject) if subject.trained else None
