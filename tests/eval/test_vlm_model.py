@@ -160,7 +160,7 @@ def test_shipped_vlm_answers_a_val_crop_with_the_teacher_label():
     from vtok.cache import MissingAssetError
     from vtok.data.datasets import RandomCrops, image_items
     from vtok.data.photos import photo_paths
-    from vtok.eval.classifier import load_teacher
+    from vtok.eval.classifier import load_classifier, load_teacher
 
     try:
         paths = photo_paths("val")
@@ -168,8 +168,13 @@ def test_shipped_vlm_answers_a_val_crop_with_the_teacher_label():
         pytest.skip("the default photos are not prepared (vtok data prepare)")
     model, tokenizer = load_vlm(SHIPPED)
     assert model.config.image_seq_length == 196
+    x = torch.rand(1, 3, 224, 224)  # the tower is the shipped classifier, exactly
+    classifier = load_classifier(SHIPPED.parent / "classifier")
+    with torch.no_grad():
+        assert torch.allclose(model.model.vision_tower(x).last_hidden_state,
+                              classifier.forward_features(x), atol=1e-4)
     crops = RandomCrops(image_items(paths), 224, seed=12345, min_scale=0.1)
-    index = 0  # a crop the shipped model answers right (see benchmarks/vlm/TRAINING.md)
+    index = 2  # one of the few val crops the shipped model answers right ("palace")
     image = crops.batch(index, 1)
     expected = label_answers()[load_teacher()(image).argmax().item()]
     assert generate_answers(model, tokenizer, image, [QUESTIONS[index % 3]]) == [expected]
