@@ -10,7 +10,8 @@ The vision tower is the repo's distilled ViT (benchmarks/classifier) converted t
 for a fixed pool of `--crops` random crops of the train photos (cut as
 scripts/train_vit_classifier.py cuts them: `RandomCrops`, zoomed out down to `--min-scale`,
 flipped), each labelled by the teacher's top-1 on the very same 224x224 view, and cached in
-OUT/features-*.safetensors (chunks of 1024 crops). The projector and the language model learn
+OUT/features-*.safetensors (chunks of 1024 crops, named by split, seed and min scale only: give
+another --classifier another --out). The projector and the language model learn
 the answer with cross-entropy on the answer tokens only. Crop i is asked `QUESTIONS[i % 3]`,
 so batches of prompts of different lengths are left-padded. AdamW, linear warmup then cosine;
 checkpoints (safetensors + JSON, atomic) every `--save-every` steps; each epoch's order is
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = vlm.build_tokenizer(answers)
     tower = vlm.vision_tower_from_timm(load_classifier(args.classifier).float())
     model = vlm.build_vlm(tokenizer, tower, hidden_size=args.hidden, layers=args.layers,
-                      seed=args.seed).to(device)
+                          seed=args.seed).to(device)
     model.model.vision_tower.requires_grad_(False)
 
     def pool(split: str, seed: int, count: int, min_scale: float) -> dict[str, Tensor]:
