@@ -131,7 +131,8 @@ def write_record(name: str, stages: list[TrainConfig | DistillConfig], dest: Pat
            f"{float(scored[-1]['val_lpips']):.4f}.", ""] if scored else []
     results = ("`python benchmarks/video_codecs.py --tokenizer NAME` (against H.264, H.265 "
                "and AV1; JSON in `benchmarks/results/`)" if clips else
-               "`python benchmarks/tokenizer_quality.py` (JSON in `benchmarks/results/tokenizers.json`)")
+               "`python benchmarks/tokenizer_quality.py` "
+               "(JSON in `benchmarks/results/tokenizers.json`)")
     lines = [
         f"# {name}",
         "",

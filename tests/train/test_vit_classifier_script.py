@@ -23,12 +23,17 @@ from vtok.data.datasets import RandomCrops, image_items  # noqa: E402
 SCRIPT = Path(__file__).parents[2] / "scripts" / "train_vit_classifier.py"
 
 
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("train_vit_classifier", SCRIPT)
+def load_script(path: Path):
+    """The script at `path` imported as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script(SCRIPT)
 
 
 def _photos(folder: Path, count: int, seed: int) -> list[Path]:
@@ -81,17 +86,26 @@ def _run(script, out: Path, *extra: str) -> None:
     assert script.main(args) == 0
 
 
-def test_a_resumed_run_equals_a_straight_one_and_init_starts_from_saved_weights(
-        script, photos, tmp_path):
-    _run(script, tmp_path / "straight", "--keep", "2")
-    resumed = tmp_path / "resumed"
-    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-0000002",
+def assert_resume_is_exact(run, tmp_path: Path) -> tuple[Path, Path]:
+    """`run(out, *options)` straight to step 4, and again resumed from the straight run's
+    step-2 checkpoint: both write the same OUT/model/model.safetensors. (straight, resumed)"""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run(straight, "--keep", "2")
+    shutil.copytree(straight / "checkpoints" / "step-0000002",
                     resumed / "checkpoints" / "step-0000002")
-    _run(script, resumed, "--resume")
-    a = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    run(resumed, "--resume")
+    a = load_file(str(straight / "model" / "model.safetensors"))
     b = load_file(str(resumed / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return straight, resumed
+
+
+def test_a_resumed_run_equals_a_straight_one_and_init_starts_from_saved_weights(
+        script, photos, tmp_path):
+    straight, resumed = assert_resume_is_exact(lambda out, *extra: _run(script, out, *extra),
+                                               tmp_path)
     assert "| 4 |" in (resumed / "TRAINING.md").read_text()
+    a = load_file(str(straight / "model" / "model.safetensors"))
 
     # a second stage at learning rate 0 keeps the weights it started from
     stage = tmp_path / "stage2"
