@@ -17,10 +17,10 @@ FAST = ["--keeps", "0.5", "--batch-sizes", "1", "2", "--repeats", "1", "--warmup
         "--min-time", "0", "--threads", "1"]
 
 
-def bench(tmp_path, *extra: str) -> dict:
+def bench(tmp_path, *extra: str, png: str = "speedup") -> dict:
     out = tmp_path / "out"
     assert main(["reduce-bench", *FAST, "--out", str(out), *extra]) == 0
-    assert (out / "speedup.png").stat().st_size > 0
+    assert (out / f"{png}.png").stat().st_size > 0
     return json.loads((out / "results.json").read_text())
 
 
@@ -112,7 +112,9 @@ def test_classifier_agreement(tmp_path, photos):
     (["--repeats", "true"], "option --repeats: expected int, got True"),
     (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
     (["--model", "no_such_vit"], "timm has no model named 'no_such_vit'"),
-    (["--titok", "x", "--classifier", "y"], "not both"),
+    (["--titok", "x", "--classifier", "y"], "give one of --titok, --classifier and --vlm"),
+    (["--vlm", "no/such/folder"], "no/such/folder: not a VLM folder"),
+    (["--vlm", "benchmarks/vlm", "--where", "lm"], "--where 'lm': choose from vision"),
     (["--model", "vit_tiny_patch16_224", "--model-kwargs", json.dumps(TINY), "--layer", "2"],
      "layers must be a block index or a list of distinct block indices in [0, 2), got 2"),
 ])
@@ -120,6 +122,31 @@ def test_bad_input_exits_2_and_names_it(tmp_path, capsys, extra, message):
     assert main(["reduce-bench", "--out", str(tmp_path), *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_vlm_agreement_and_first_token_kl(tmp_path, photos):
+    pytest.importorskip("transformers")
+    from tests.eval.test_vlm_model import tiny_vlm
+    from vtok.eval.vlm_model import save_vlm
+
+    model, tokenizer = tiny_vlm()
+    save_vlm(model, tokenizer, tmp_path / "vlm")
+    summary = bench(tmp_path, "--vlm", str(tmp_path / "vlm"), "--images", str(photos),
+                    "--methods", "fastv", "divprune", "--keeps", "1.0", "0.25",
+                    "--where", "projector", "llm", "--layer", "1", "--random-crops", "2",
+                    png="agreement")
+    rows = {row["variant"]: row for row in summary["rows"]}
+    assert summary["crops"] == 4 and summary["subject"]["visual_tokens"] == 16
+    # the baselines are always there; fastv runs inside the LM only
+    assert {"random llm@1 keep 0.25", "pool2d projector keep 0.25"} <= set(rows)
+    assert not any(v.startswith("fastv projector") for v in rows)
+    for label, row in rows.items():
+        if row["keep"] == 1.0:  # keeping everything changes nothing, bit for bit
+            assert row["agreement"] == 1.0 and row["first_token_kl"] == 0.0, label
+        else:
+            assert 0 <= row["agreement"] <= 1 and row["first_token_kl"] >= 0
+            assert row["visual_kept"] < 1
+        assert row["speedup_b1"] > 0 and row["prefill_ms_b2"] > 0
 
 
 def test_options_from_a_config_file_and_print_config(tmp_path, capsys):

@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-VLM_IMAGE_SIZE = 224
-
 
 def run_vlm(args: Any, methods: list[str], keeps: list[float]) -> int:
     """Bench every method x keep x place on the VLM folder `args.vlm` (see vlm_bench)."""
@@ -32,7 +30,8 @@ def run_vlm(args: Any, methods: list[str], keeps: list[float]) -> int:
     except (ValueError, OSError, VlmLoadError) as err:
         print(f"vtok reduce-bench: {err}", file=sys.stderr)
         return 2
-    crops = random_crops(photos, VLM_IMAGE_SIZE, args.random_crops, seed=1)
+    size = model.config.vision_config.image_size
+    crops = random_crops(photos, size, args.random_crops, seed=1)
     layer = 2 if args.layer is None else args.layer
     named = list(dict.fromkeys([*methods, *vlm_bench.BASELINES]))
     rows = vlm_bench.vlm_variants([parse_method(m) for m in named], keeps, places, layer)
@@ -51,7 +50,7 @@ def run_vlm(args: Any, methods: list[str], keeps: list[float]) -> int:
         "subject": {"name": str(args.vlm), "kind": "vlm", "weights": "trained",
                     "visual_tokens": model.config.image_seq_length,
                     "attention": model.config.text_config._attn_implementation},
-        "question": QUESTIONS[0], "crops": int(crops.shape[0]), "crop_size": VLM_IMAGE_SIZE,
+        "question": QUESTIONS[0], "crops": int(crops.shape[0]), "crop_size": size,
         "photos": str(args.images) if args.images else "default photos, val split",
         "threads": used, "batch_sizes": args.batch_sizes, "repeats": args.repeats,
         "layer": layer, "keeps": keeps, "places": places,
@@ -114,7 +113,8 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_ylabel("answer agreement with unreduced")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if lines:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

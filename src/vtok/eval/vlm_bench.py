@@ -80,11 +80,12 @@ def answers_and_logits(model: nn.Module, tokenizer: Any, crops: Tensor, question
         pixels = crops[start:start + batch_size]
         batch = prompt_batch(tokenizer, [question] * pixels.shape[0],
                              image_tokens=model.config.image_seq_length)
-        logits.append(model(**batch, pixel_values=pixels).logits[:, -1].float())
         out = model.generate(**batch, pixel_values=pixels, do_sample=False,
                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-        answers += answer_of(tokenizer, out[:, batch["input_ids"].shape[1]:])
+                             eos_token_id=tokenizer.eos_token_id, output_logits=True,
+                             return_dict_in_generate=True)
+        logits.append(out.logits[0].float())  # the prefill's last position: first answer token
+        answers += answer_of(tokenizer, out.sequences[:, batch["input_ids"].shape[1]:])
     return answers, torch.cat(logits)
 
 
@@ -119,7 +120,7 @@ def run_vlm_bench(model: nn.Module, tokenizer: Any, rows: list[VlmVariant], crop
             try:
                 with row.attach(model) as handle, torch.no_grad():
                     answers, logits = answers_and_logits(model, tokenizer, crops, question)
-                    before, after = handle.last_counts
+                    before, after = handle.last_counts or (1, 1)  # None: keep=1, no hooks
             except (ValueError, RuntimeError) as err:  # a method that cannot run here
                 result["error"] = str(err)
                 results.append(result)
