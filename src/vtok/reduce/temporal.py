@@ -15,7 +15,7 @@ video's tokens at once.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -30,11 +30,15 @@ def _check_frames(frames: object) -> int:
     return frames
 
 
-def _frame_sides(n: int, frames: int, grid: tuple[int, int] | None) -> tuple[int, int]:
-    """The (h, w) of one frame of `n` reducible tokens."""
+def _per_frame(n: int, frames: int) -> int:
     if n % frames:
         raise ValueError(f"{n} tokens do not split into frames={frames} equal frames")
-    per = n // frames
+    return n // frames
+
+
+def _frame_sides(n: int, frames: int, grid: tuple[int, int] | None) -> tuple[int, int]:
+    """The (h, w) of one frame of `n` reducible tokens."""
+    per = _per_frame(n, frames)
     if grid is not None:
         if grid[0] * grid[1] != per:
             raise ValueError(f"grid={grid} needs {grid[0] * grid[1]} tokens a frame, got {per}")
@@ -55,6 +59,14 @@ def _grid(grid: Sequence[int] | None) -> tuple[int, int] | None:
     return (grid[0], grid[1])
 
 
+def _samples(batch: TokenBatch) -> Iterator[tuple[int, Tensor]]:
+    """(sample, its reducible token indices in rank order) for every sample that has any."""
+    for b in range(batch.rank.shape[0]):
+        idx = batch.reducible[b].nonzero().flatten()
+        if idx.numel():
+            yield b, idx
+
+
 @REDUCERS.register("static_gate")
 class StaticGate(Reducer):
     """Keep the tokens that changed most from the previous frame (1 - cosine similarity at the
@@ -70,14 +82,9 @@ class StaticGate(Reducer):
 
     def select(self, batch: TokenBatch) -> Tensor:
         dest = torch.full_like(batch.rank, -1)
-        for b in range(batch.rank.shape[0]):
-            idx = batch.reducible[b].nonzero().flatten()  # in rank order
-            if idx.numel() == 0:
-                continue
-            if idx.numel() % self.frames:
-                raise ValueError(f"{idx.numel()} tokens do not split into frames={self.frames} "
-                                 "equal frames")
-            g = normalize(batch.feats[b, idx]).view(self.frames, idx.numel() // self.frames, -1)
+        for b, idx in _samples(batch):
+            per = _per_frame(idx.numel(), self.frames)
+            g = normalize(batch.feats[b, idx]).view(self.frames, per, -1)
             change = torch.full(g.shape[:2], 3.0, device=g.device)  # frame 0 first: 1-cos <= 2
             change[1:] = 1 - (g[1:] * g[:-1]).sum(-1)
             every = torch.ones_like(idx, dtype=torch.bool)[None]
@@ -150,10 +157,7 @@ class Pool3d(Reducer):
 
     def select(self, batch: TokenBatch) -> Tensor:
         dest = torch.full_like(batch.rank, -1)
-        for b in range(batch.rank.shape[0]):
-            idx = batch.reducible[b].nonzero().flatten()  # in rank order
-            if idx.numel() == 0:
-                continue
+        for b, idx in _samples(batch):
             h, w, kt, kh, kw, _ = self._windows(idx.numel())
             rank = torch.arange(idx.numel(), device=idx.device)
             f, r, c = rank // (h * w), rank % (h * w) // w, rank % w
