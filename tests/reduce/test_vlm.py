@@ -15,7 +15,7 @@ from tests.reduce.vlm_models import (
     tiny_llava,
     tiny_qwen2_vl,
 )
-from vtok.reduce import attach
+from vtok.reduce import REDUCERS, attach
 
 LLAVA_ITEMS = (1, 2)
 QWEN_ITEMS = (("image",), ("image", "video"))
@@ -103,6 +103,21 @@ def test_batch_gives_each_sample_what_it_gives_alone(kind, where, method, option
             alone = logits(model, single)
             torch.testing.assert_close(out[i, -1], alone[0, -1], atol=2e-5, rtol=1e-5)
             assert torch.equal(together[i], generate(model, single)[0])
+
+
+@pytest.mark.parametrize("method", REDUCERS.names())
+def test_every_method_batches_like_single_samples(method):
+    """Every registered reducer, at the place it suits, on a left-padded LLaVA batch with one
+    and two images per sample: each sample's last logits as when it runs alone."""
+    where = "projector" if method == "cls_attn" else "llm"
+    options = {"layer": 2} if where == "llm" else {}
+    model, batch, singles = model_and_batches("llava", "sdpa")
+    with attach(model, method, keep=0.25, where=where, **options) as handle:
+        out = logits(model, batch)
+        assert handle.last_counts[1] < handle.last_counts[0]
+        for i, single in enumerate(singles):
+            torch.testing.assert_close(out[i, -1], logits(model, single)[0, -1],
+                                       atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(("kind", "where", "method", "options"),
