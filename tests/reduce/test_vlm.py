@@ -132,6 +132,29 @@ def test_cached_generation_equals_uncached(kind, where, method, options):
     assert not torch.equal(cached, generate(model, batch))  # the reduction did something
 
 
+@pytest.mark.parametrize("kind", ["llava", "qwen"])
+def test_a_hand_written_decoding_loop_continues_the_original_positions(kind):
+    """A loop that passes only the new token and the cache (no positions, no mask) gets the
+    logits of a forward over the whole sequence without a cache: positions continue from the
+    original sequence, not from the pruned cache's length."""
+    model, _, singles = model_and_batches(kind, "sdpa")
+    prompt = {k: v for k, v in singles[1].items() if k != "attention_mask"}
+    with attach(model, "random", keep=0.25, where="projector", seed=0), torch.no_grad():
+        out = model(**prompt, use_cache=True)
+        ids, cache = prompt["input_ids"], out.past_key_values
+        for _ in range(2):
+            token = out.logits[:, -1:].argmax(-1)
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            ids = torch.cat([ids, token], 1)
+            whole = {**prompt, "input_ids": ids}
+            if "mm_token_type_ids" in prompt:  # the generated tokens are text
+                types = prompt["mm_token_type_ids"]
+                whole["mm_token_type_ids"] = torch.cat(
+                    [types, types.new_zeros(1, ids.shape[1] - types.shape[1])], 1)
+            torch.testing.assert_close(out.logits[0, -1], model(**whole).logits[0, -1],
+                                       atol=1e-5, rtol=1e-5)
+
+
 def test_pruned_tokens_keep_their_mrope_positions():
     """Pruning at layer 0 equals running the language model on the kept embeddings with the
     kept tokens' original 3D (M-RoPE) positions."""

@@ -119,7 +119,8 @@ class VlmReductionHandle:
         self.remove()
 
     # -- the model's forward ------------------------------------------------------------
-    def outer_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def outer_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        self._decode_positions(module, kwargs)
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         encoded = kwargs.get("mm_encoder_outputs") or {}
         pixels = {k: kwargs.get(key) for k, key in (("image", "pixel_values"),
@@ -137,7 +138,7 @@ class VlmReductionHandle:
             if encoded or any(v is not None for v in pixels.values()):
                 raise ValueError("visual-token reduction needs input_ids (to find the image "
                                  "placeholders); got inputs_embeds")
-            return
+            return args, kwargs
         ids = self.parts.visual_token_ids
         self.call.kinds = {k: input_ids == v for k, v in ids.items()}
         self.call.visual = torch.stack(list(self.call.kinds.values())).any(0)
@@ -146,6 +147,28 @@ class VlmReductionHandle:
             if counts is not None:
                 self.call.counts[kind] = counts
         self._item_grids(kwargs)
+        return args, kwargs
+
+    def _decode_positions(self, module: nn.Module, kwargs: dict) -> None:
+        """Positions for a decoding step that brings none (a hand-written loop; generate
+        passes them): the model would count the pruned cache, so count the original tokens.
+        Qwen adds its M-RoPE offset (`rope_deltas`) to the text position."""
+        past, layout = kwargs.get("past_key_values"), self.layout
+        if (layout is None or past is None or kwargs.get("position_ids") is not None
+                or kwargs.get("attention_mask") is not None
+                or past.get_seq_length(self.layer) == 0):
+            return
+        ids = kwargs.get("input_ids")
+        if ids is None:
+            return
+        start = layout.length + layout.new_tokens
+        position = torch.arange(start, start + ids.shape[1], device=ids.device)[None]
+        position = position.expand(ids.shape[0], -1)
+        if self.parts.kind == "qwen2_vl":
+            deltas = getattr(module, "rope_deltas", None)
+            position = position[None].expand(3, -1, -1)
+            position = position + (0 if deltas is None else deltas.to(ids.device))
+        kwargs["position_ids"] = position
 
     def _item_counts(self, kind: str, encoded: Any, pixels: Tensor | None,
                      kwargs: dict) -> list[int] | None:
@@ -224,9 +247,6 @@ class VlmReductionHandle:
         valid = decode_key_valid(layout, self.mask_2d, q)
         dtype = embeds.dtype if embeds is not None else torch.float32
         self.layer_kwargs = {"attention_mask": layout_mask(valid, q, self.parts.attention, dtype)}
-        if kwargs.get("position_ids") is None and self.parts.kind == "llava":
-            start = layout.length + layout.new_tokens
-            kwargs["position_ids"] = torch.arange(start, start + q, device=valid.device)[None]
         return args, kwargs
 
     def lm_post(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
