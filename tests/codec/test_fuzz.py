@@ -24,7 +24,8 @@ def test_mutations_change_the_file():
 
 
 def test_three_hundred_mutated_files_raise_only_format_errors():
-    report = _script().run(300, seed=1)
+    # no time limit here (a loaded machine is slow, never wrong); the script's own runs keep one
+    report = _script().run(300, seed=1, max_seconds=float("inf"))
     assert report.failures == []
     assert report.cases == 300
     assert report.format_errors + report.decoded <= 300
