@@ -194,6 +194,82 @@ def test_nothing_readable_exits_non_zero(conv, tmp_path, capsys):
     assert manifest["complete"] and {s["key"] for s in manifest["skipped"]} == {"a.png", "b.jpg"}
 
 
+def _damaged_tar(path, images, damage: str) -> int:
+    """Samples 000..003 (001's image is no image, 004 has no image), then `damage`: "cut"
+    ends the file inside 002's image, "header" writes garbage over 003's header (returns
+    its offset), "junk" makes the whole file garbage."""
+    members = []
+    for i in range(4):
+        members.append((f"{i:03d}.png", images[i].read_bytes() if i != 1 else b"not a png"))
+        members.append((f"{i:03d}.cls", str(i).encode()))
+    members.append(("004.txt", b"a caption without an image"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = bytearray(buffer.getvalue())
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer) as tar:
+        found = {m.name: m for m in tar.getmembers()}
+    if damage == "cut":
+        raw = raw[: found["002.png"].offset_data + 10]
+    elif damage == "header":
+        start = found["003.png"].offset
+        raw[start : start + 512] = b"garbage!" * 64
+    elif damage == "junk":
+        raw = bytearray(b"\x01" * 3000)
+    path.write_bytes(bytes(raw))
+    return found["003.png"].offset
+
+
+@pytest.mark.parametrize("damage", ["cut", "header", "junk"])
+def test_a_damaged_tar_shard_keeps_what_it_can_read(conv, tmp_path, capsys, damage):
+    images = make_images(tmp_path, [f"{i}.png" for i in range(4)])
+    header = _damaged_tar(tmp_path / "data.tar", images, damage)
+    (tmp_path / "more").mkdir()
+    images[3].rename(tmp_path / "more" / "z.png")
+    out = tmp_path / "out"
+    args = ("-t", conv, "-i", tmp_path / "data.tar", tmp_path / "more", "-o", out, "--size", 8,
+            "--shard-size", 2)
+    assert tokenize(*args) == 0  # the other input was tokenized: the job succeeds
+    manifest = json.loads((out / "manifest.json").read_text())
+    skipped = {s["key"]: s["reason"] for s in manifest["skipped"]}
+    tar = str(tmp_path / "data.tar")
+    rows = {r["key"]: r for r in read_rows(out)}
+    if damage == "junk":
+        assert set(rows) == {"z.png"} and list(skipped) == ["data@0"]
+        assert skipped["data@0"].startswith(tar) and "not a readable tar" in skipped["data@0"]
+    else:
+        good = ["data/000"] if damage == "cut" else ["data/000", "data/002"]
+        assert set(rows) == {*good, "z.png"} and rows["data/000"]["label"] == 0
+        assert skipped["data/001"].startswith(f"{tar}:001.png: not a readable image")
+        damaged = {"cut": "data/002", "header": f"data@{header}"}[damage]
+        assert list(skipped) == ["data/001", damaged]
+        assert skipped[damaged].startswith(tar)
+        assert ("ends inside this member" if damage == "cut" else
+                f"unreadable from byte {header} on") in skipped[damaged]
+    assert manifest["complete"] and manifest["items"] == len(rows) + len(skipped)
+    # a rerun with the last shard's record gone redoes it into the same folder
+    (out / "_progress" / f"shard-{len(manifest['shards']) - 1:05d}.json").unlink()
+    assert tokenize(*args) == 0
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert {r["key"] for r in read_rows(out)} == set(rows)
+
+
+def test_a_tar_sample_without_an_image_is_listed(conv, tmp_path):
+    images = make_images(tmp_path, [f"{i}.png" for i in range(4)])
+    _damaged_tar(tmp_path / "data.tar", images, "none")
+    out = tmp_path / "out"
+    assert tokenize("-t", conv, "-i", tmp_path / "data.tar", "-o", out, "--size", 8) == 0
+    skipped = {s["key"]: s["reason"] for s in
+               json.loads((out / "manifest.json").read_text())["skipped"]}
+    assert set(skipped) == {"data/001", "data/004"}
+    assert "004: no image or video member (members: 004.txt)" in skipped["data/004"]
+    assert {r["key"] for r in read_rows(out)} == {"data/000", "data/002", "data/003"}
+
+
 def test_a_full_disk_keeps_the_written_shards_valid(conv, classes, tmp_path, monkeypatch,
                                                     capsys):
     from vtok.data import token_shards

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = tokenize_dataset(args.tokenizer, args.input, args.out, options, how,
                                    progress=bar.update)
-    except (TokenizeError, ValueError) as err:  # ValueError: an unreadable tar or manifest
+    except (TokenizeError, ValueError) as err:  # ValueError: an unreadable manifest
         print(f"vtok tokenize: {err}", file=sys.stderr)
         return 2
     except OutputError as err:

@@ -134,6 +134,8 @@ def load_item(item: Item, tok, options: TokenizeOptions):
     from vtok.data.images import load_image
     from vtok.data.token_items import read_bytes
 
+    if item.problem is not None:
+        raise ValueError(item.problem)
     if item.kind == "image":
         data = read_bytes(item) if item.offset >= 0 else item.path
         return load_image(data, item.source).pixels[None], 0.0
