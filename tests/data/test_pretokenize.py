@@ -357,6 +357,19 @@ def test_one_shard_shared_out_among_workers_is_the_shard_of_one(conv, classes, t
     assert one["skipped"] == two["skipped"] and len(one["skipped"]) == 1
 
 
+def test_run_defaults_follow_the_device():
+    from vtok.data.pretokenize import CPU_BATCH, SMALL_JOB, RunOptions, cpu_count
+
+    cpu = RunOptions().resolved()  # a large job: one single-thread worker per CPU core
+    assert (cpu.workers, cpu.batch_size, cpu.worker_threads()) == (cpu_count(), CPU_BATCH, 1)
+    small = RunOptions().resolved(SMALL_JOB - 1)  # in this process, with all its threads
+    assert (small.workers, small.threads) == (1, None)
+    asked = RunOptions(workers=3, batch_size=7, threads=2).resolved(1)
+    assert (asked.workers, asked.batch_size, asked.worker_threads()) == (3, 7, 2)
+    ray = RunOptions(engine="ray", gpus_per_worker=1.0).resolved(1)
+    assert (ray.workers, ray.batch_size) == (1, 32)
+
+
 def test_split_task_parts_merge_back_to_the_shard(conv, classes):
     from vtok.data.pretokenize import (
         RunOptions,
@@ -373,7 +386,9 @@ def test_split_task_parts_merge_back_to_the_shard(conv, classes):
     task = ShardTask(3, list(inputs.items()))
     tok, options = load_tokenizer(str(conv)), TokenizeOptions(size=8)
     assert part_size(7, RunOptions(batch_size=32, workers=2)) == 4
-    assert part_size(7, RunOptions(batch_size=2, workers=2)) == 2
+    assert part_size(7, RunOptions(batch_size=2, workers=2)) == 4
+    assert part_size(100, RunOptions(batch_size=2, workers=2)) == 16  # PART_ITEMS
+    assert part_size(100, RunOptions(batch_size=32, workers=3)) == 32
     pieces = split_task(task, 2)
     assert [len(p.items) for p in pieces] == [2, 2, 2, 1]
     assert [i for p in pieces for i in p.items] == task.items

@@ -4,7 +4,7 @@ Parquet shards, each item exactly once, resumable after a crash (`vtok tokenize`
 The items (`vtok.data.token_items`) are cut, in their fixed order, into shards of
 `shard_size` items; shard i always holds the same items, so its contents follow from the
 inputs, the tokenizer and the options alone. A shard's items are tokenized by the workers
-in parts of at most a batch (`tokenize_shard` on each part, `split_task`), so that even a
+in parts of a few batches (`tokenize_shard` on each part, `split_task`), so that even a
 single shard keeps every worker busy; the parent joins the parts in order (`merge_parts`: the
 same rows as the shard tokenized whole) and writes it (`vtok.data.token_shards.ShardFolder`:
 a temp file renamed into place, then its record). A rerun skips the shards already recorded, so a
@@ -78,22 +78,36 @@ class TokenizeOptions:
         return dataclasses.asdict(self)
 
 
+CPU_BATCH, GPU_BATCH = 2, 32  # default views per forward pass (see `RunOptions`)
+PART_ITEMS = 16  # items per part of a shard handed to a worker, when the batch is smaller
+SMALL_JOB = 32  # pending items below which the default runs in-process, starting no worker
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    """How the job runs (free to change between a run and its resume): batch size, device
-    ("cpu", "cuda", "cuda:1"), worker processes or Ray actors, torch threads per worker
-    (None: the CPUs shared out among the workers), engine ("local" or "ray"), GPUs per Ray
-    actor."""
+    """How the job runs (free to change between a run and its resume; the rows are the same):
+    batch size, device ("cpu", "cuda", "cuda:1"), worker processes or Ray actors, torch
+    threads per worker (None: the CPUs shared out among the workers), engine ("local" or
+    "ray"), GPUs per Ray actor.
 
-    batch_size: int = 32
+    Defaults (None) follow the device. On a CPU: one worker per CPU core, each with one torch
+    thread, coding batches of `CPU_BATCH` views: on a conv tokenizer a single-thread process
+    per core beats threads inside one process, and small batches beat large ones (the
+    activations of a batch of 32 256x256 images leave the cache); a job of fewer than
+    `SMALL_JOB` pending items runs in this process instead, since starting workers would
+    cost more than they save. On a GPU: one worker per GPU ("cuda"; one with "cuda:N"),
+    batches of `GPU_BATCH`. `benchmarks/pretokenize.py` measures these."""
+
+    batch_size: int | None = None
     device: str = "cpu"
-    workers: int = 1
+    workers: int | None = None
     threads: int | None = None
     engine: str = "local"
     gpus_per_worker: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.workers < 1:
+        if (self.batch_size is not None and self.batch_size < 1) or (
+                self.workers is not None and self.workers < 1):
             raise TokenizeError("--batch-size and --workers must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise TokenizeError("--threads must be >= 1")
@@ -108,8 +122,35 @@ class RunOptions:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise TokenizeError(f"--device {self.device}: no CUDA GPU is available")
 
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda") or self.gpus_per_worker > 0
+
+    def resolved(self, pending_items: int | None = None) -> RunOptions:
+        """These options with the defaults filled in; `pending_items`: the items left to
+        do, when known to be fewer than `SMALL_JOB` (a small local job runs in-process)."""
+        import torch
+
+        workers = self.workers
+        if workers is None:
+            if self.engine == "local" and pending_items is not None and (
+                    pending_items < SMALL_JOB):
+                workers = 1
+            elif self.device == "cuda" and torch.cuda.is_available():
+                workers = torch.cuda.device_count()
+            else:
+                workers = 1 if self.on_gpu() else cpu_count()
+        batch = self.batch_size or (GPU_BATCH if self.on_gpu() else CPU_BATCH)
+        return dataclasses.replace(self, workers=workers, batch_size=batch)
+
     def worker_threads(self) -> int:
-        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        return self.threads or max(1, cpu_count() // (self.workers or 1))
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @dataclass
@@ -351,6 +392,8 @@ def tokenize_dataset(tokenizer: str, sources: list[str | Path], out: str | Path,
     folder = ShardFolder(Path(out), header(tok, tokenizer, options, inputs), inputs.columns)
     folder.open()
     tasks = folder.pending(shard_tasks(inputs, options.shard_size))
+    tasks, pending = _peek_items(tasks, SMALL_JOB if run.workers is None else 0)
+    run = run.resolved(pending)
     if run.engine == "ray":
         from vtok.data.pretokenize_ray import run_ray
 
@@ -361,6 +404,20 @@ def tokenize_dataset(tokenizer: str, sources: list[str | Path], out: str | Path,
     return Summary(manifest["items"], manifest["rows"], len(manifest["shards"]), written,
                    len(manifest["skipped"]), folder.manifest_path,
                    [s["reason"] for s in manifest["skipped"]])
+
+
+def _peek_items(tasks: Iterator[ShardTask], limit: int) -> tuple[Iterator[ShardTask],
+                                                                 int | None]:
+    """(the same tasks, their item count when under `limit`, else None), reading ahead
+    only the tasks needed to tell."""
+    ahead: list[ShardTask] = []
+    count = 0
+    for task in tasks:
+        ahead.append(task)
+        count += len(task.items)
+        if count >= limit:
+            return itertools.chain(ahead, tasks), None
+    return iter(ahead), (count if count < limit else None)
 
 
 def _run_local(tasks: Iterator[ShardTask], folder: ShardFolder, spec: str, tok,
@@ -422,9 +479,10 @@ def _run_local(tasks: Iterator[ShardTask], folder: ShardFolder, spec: str, tok,
 
 
 def part_size(items: int, run: RunOptions) -> int:
-    """Items per part of a shard handed to one worker: at most a batch, and small enough
-    that every worker gets a part of the shard."""
-    return max(1, min(run.batch_size, -(-items // run.workers)))
+    """Items per part of a shard handed to one worker: a batch, or `PART_ITEMS` when the
+    batch is smaller (fewer parts to send and join), and small enough that every worker gets
+    a part of the shard."""
+    return max(1, min(max(run.batch_size, PART_ITEMS), -(-items // run.workers)))
 
 
 def split_task(task: ShardTask, size: int) -> list[ShardTask]:
