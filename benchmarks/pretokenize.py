@@ -13,6 +13,7 @@
   tokenizer counts for both. It codes the same views as vtok (vtok's resize and crop, so
   the tokens are the same) and, like vtok's runs here, no flipped copy (LlamaGen's script
   codes each image with its flip, a batch of 2);
+- `tok.encode` on one thread at batch sizes 1, 2, 8 and 32 (the CPU default's choice);
 - the parent process's peak memory (its own RSS, not its workers') with two workers on
   1,000 and 10,000 small generated images: it should not grow with the folder.
 
@@ -130,6 +131,34 @@ def peer_loop(tokenizer: str, folder: Path, out: Path, size: int, loader_workers
     return {"seconds": float(line[-1].split()[1]), "loader_workers": loader_workers}
 
 
+def batch_sizes(tokenizer: str, folder: Path, size: int, views: int = 16,
+                rounds: int = 2) -> dict:
+    """Images/s of `tok.encode` on one thread at several batch sizes, on the same views in
+    turn (best of `rounds`), and whether every batch size gives the same tokens."""
+    import torch
+
+    from vtok.data.images import read_image
+    from vtok.data.pretokenize import TokenizeOptions, make_views
+    from vtok.models import load
+
+    torch.set_num_threads(1)
+    tok = load(tokenizer)
+    options = TokenizeOptions(size=size)
+    x = torch.stack([make_views(read_image(p)[None], options)[0][2][0]
+                     for p in sorted(folder.glob("*.jpg"))[:views]])
+    best: dict[str, float] = {}
+    tokens = {}
+    for _ in range(rounds):
+        for batch in (1, 2, 8, 32):
+            start = time.perf_counter()
+            tokens[batch] = torch.cat([tok.encode(x[i : i + batch]).indices
+                                       for i in range(0, len(x), batch)])
+            speed = len(x) / (time.perf_counter() - start)
+            best[str(batch)] = max(best.get(str(batch), 0.0), speed)
+    same = all(torch.equal(tokens[b], tokens[1]) for b in tokens)
+    return {"images_per_s": best, "same_tokens_at_every_batch_size": same, "views": len(x)}
+
+
 def folder_files(folder: Path) -> dict:
     files = [p for p in folder.rglob("*") if p.is_file()]
     return {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
@@ -156,8 +185,12 @@ def main() -> None:
         args.size, args.images, args.memory_images, args.repeats = 32, 8, [20, 60], 1
     threads = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="vtok-bench-tokenize-"))
+    load_before = os.getloadavg()
     try:
         results = run(args, work, threads)
+        # other jobs on the machine slow every run, threaded ones most: say how busy it was
+        results["machine"]["load_average_1_5_15_min"] = {"before": load_before,
+                                                         "after": os.getloadavg()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +239,9 @@ def run(args: argparse.Namespace, work: Path, threads: int) -> dict:
                key=lambda r: r["items_per_s"])
     runs["llamagen_style_loop"] = loop
 
+    sweep = batch_sizes(args.tokenizer, photos, args.size)
+    print(f"one thread, images/s by batch size: {sweep['images_per_s']}", flush=True)
+
     memory = {}
     for count in args.memory_images:
         small = make_images(work / f"small{count}", count, (40, 48), seed=count)
@@ -232,7 +268,8 @@ def run(args: argparse.Namespace, work: Path, threads: int) -> dict:
     return {"machine": {"cpus": threads, "platform": platform.platform(),
                         "python": platform.python_version()},
             "tokenizer": args.tokenizer, "size": args.size, "images": args.images,
-            "runs": runs, "memory_two_workers": memory, "ratios": ratios,
+            "runs": runs, "encode_one_thread_by_batch_size": sweep,
+            "memory_two_workers": memory, "ratios": ratios,
             "note": "every run is a fresh process whose seconds start after its imports and "
                     "include loading the tokenizer (vtok's also starting the workers, their "
                     "imports too, or Ray); the machine is shared with other jobs, so the "

@@ -358,16 +358,39 @@ def test_one_shard_shared_out_among_workers_is_the_shard_of_one(conv, classes, t
 
 
 def test_run_defaults_follow_the_device():
-    from vtok.data.pretokenize import CPU_BATCH, SMALL_JOB, RunOptions, cpu_count
+    from vtok.data.pretokenize import SMALL_JOB, RunOptions, cpu_count
 
-    cpu = RunOptions().resolved()  # a large job: one single-thread worker per CPU core
-    assert (cpu.workers, cpu.batch_size, cpu.worker_threads()) == (cpu_count(), CPU_BATCH, 1)
+    cpu = RunOptions().resolved()  # a large job: one single-thread worker per CPU core,
+    assert (cpu.workers, cpu.batch_size, cpu.worker_threads()) == (cpu_count(), None, 1)
+    # batches by pixels (see test_cpu_batches_hold_a_pixel_budget)
     small = RunOptions().resolved(SMALL_JOB - 1)  # in this process, with all its threads
     assert (small.workers, small.threads) == (1, None)
     asked = RunOptions(workers=3, batch_size=7, threads=2).resolved(1)
     assert (asked.workers, asked.batch_size, asked.worker_threads()) == (3, 7, 2)
     ray = RunOptions(engine="ray", gpus_per_worker=1.0).resolved(1)
     assert (ray.workers, ray.batch_size) == (1, 32)
+
+
+def test_cpu_batches_hold_a_pixel_budget(conv, tmp_path, monkeypatch):
+    from vtok.data import pretokenize
+    from vtok.data.token_items import open_inputs
+    from vtok.data.token_shards import ShardTask
+
+    make_images(tmp_path, [f"{i}.png" for i in range(5)])
+    inputs = open_inputs([tmp_path], "auto", None)
+    task = ShardTask(0, list(inputs.items()))
+    tok = pretokenize.load_tokenizer(str(conv))
+    sizes = []
+    encode = tok.encode
+    monkeypatch.setattr(tok, "encode", lambda x, **kw: sizes.append(len(x)) or encode(x, **kw))
+    monkeypatch.setattr(pretokenize, "CPU_BATCH_PIXELS", 2 * 8 * 8)  # two 8x8 views
+    by_pixels = pretokenize.tokenize_shard(task, tok, TokenizeOptions(size=8), None, "cpu",
+                                           inputs.columns)
+    assert sizes == [2, 2, 1]
+    sizes.clear()
+    asked = pretokenize.tokenize_shard(task, tok, TokenizeOptions(size=8), 4, "cpu",
+                                       inputs.columns)
+    assert sizes == [4, 1] and asked.table.equals(by_pixels.table)
 
 
 def test_split_task_parts_merge_back_to_the_shard(conv, classes):

@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "image, file, filename or video)")
     how = parser.add_argument_group("how it runs (free to change on a resume)")
     how.add_argument("--batch-size", type=int,
-                     help="views per forward pass (default: 2 on a CPU, 32 on a GPU)")
+                     help="views per forward pass (default: 32 on a GPU; on a CPU as many as "
+                     "hold 131,072 pixels, two 256x256 views)")
     how.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     how.add_argument("--workers", type=int,
                      help="worker processes (local) or tokenizer actors (ray); default: one "

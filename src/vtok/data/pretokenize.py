@@ -78,7 +78,8 @@ class TokenizeOptions:
         return dataclasses.asdict(self)
 
 
-CPU_BATCH, GPU_BATCH = 2, 32  # default views per forward pass (see `RunOptions`)
+GPU_BATCH = 32  # default views per forward pass on a GPU (see `RunOptions`)
+CPU_BATCH_PIXELS = 2 * 256 * 256  # on a CPU, by default: views of at most this many pixels
 PART_ITEMS = 16  # items per part of a shard handed to a worker, when the batch is smaller
 SMALL_JOB = 32  # pending items below which the default runs in-process, starting no worker
 
@@ -91,9 +92,10 @@ class RunOptions:
     "ray"), GPUs per Ray actor.
 
     Defaults (None) follow the device. On a CPU: one worker per CPU core, each with one torch
-    thread, coding batches of `CPU_BATCH` views: on a conv tokenizer a single-thread process
-    per core beats threads inside one process, and small batches beat large ones (the
-    activations of a batch of 32 256x256 images leave the cache); a job of fewer than
+    thread, coding batches of at most `CPU_BATCH_PIXELS` pixels (two 256x256 views, 128
+    of 32x32): on a conv tokenizer a single-thread process per core beats threads inside one
+    process, and small batches beat large ones (the activations of a batch of 32 256x256
+    images leave the cache), while tiny views want many per batch; a job of fewer than
     `SMALL_JOB` pending items runs in this process instead, since starting workers would
     cost more than they save. On a GPU: one worker per GPU ("cuda"; one with "cuda:N"),
     batches of `GPU_BATCH`. `benchmarks/pretokenize.py` measures these."""
@@ -139,7 +141,7 @@ class RunOptions:
                 workers = torch.cuda.device_count()
             else:
                 workers = 1 if self.on_gpu() else cpu_count()
-        batch = self.batch_size or (GPU_BATCH if self.on_gpu() else CPU_BATCH)
+        batch = self.batch_size or (GPU_BATCH if self.on_gpu() else None)  # None: by pixels
         return dataclasses.replace(self, workers=workers, batch_size=batch)
 
     def worker_threads(self) -> int:
@@ -241,10 +243,11 @@ def make_views(pixels, options: TokenizeOptions) -> list[tuple[str, bool, Any]]:
 
 
 # -- one shard ---------------------------------------------------------------------------------
-def tokenize_shard(task: ShardTask, tok, options: TokenizeOptions, batch_size: int,
+def tokenize_shard(task: ShardTask, tok, options: TokenizeOptions, batch_size: int | None,
                    device: str, columns: dict[str, Any]) -> ShardResult:
-    """Read, cut and tokenize the items of one shard, in batches of views of the same shape.
-    An item that cannot be read or coded is skipped with the reason; nothing else is."""
+    """Read, cut and tokenize the items of one shard, in batches of at most `batch_size` views
+    of the same shape (None: as many as hold `CPU_BATCH_PIXELS` pixels). An item that cannot
+    be read or coded is skipped with the reason; nothing else is."""
     import torch
 
     from vtok.models.base import MAX_DECODE_PIXELS
@@ -297,7 +300,8 @@ def tokenize_shard(task: ShardTask, tok, options: TokenizeOptions, batch_size: i
             continue
         for name, flipped, view in views:
             view = view[0] if frames == 1 else view
-            if pending and (len(pending) == batch_size or pending[0][1].shape != view.shape):
+            limit = batch_size or max(1, CPU_BATCH_PIXELS * 3 // view.numel())
+            if pending and (len(pending) >= limit or pending[0][1].shape != view.shape):
                 flush()
             rows.append({"key": item.key, "source": item.source, "view": name, "flip": flipped,
                          "height": view.shape[-2], "width": view.shape[-1],
@@ -482,7 +486,7 @@ def part_size(items: int, run: RunOptions) -> int:
     """Items per part of a shard handed to one worker: a batch, or `PART_ITEMS` when the
     batch is smaller (fewer parts to send and join), and small enough that every worker gets
     a part of the shard."""
-    return max(1, min(max(run.batch_size, PART_ITEMS), -(-items // run.workers)))
+    return max(1, min(max(run.batch_size or 0, PART_ITEMS), -(-items // run.workers)))
 
 
 def split_task(task: ShardTask, size: int) -> list[ShardTask]:
