@@ -194,6 +194,82 @@ def test_nothing_readable_exits_non_zero(conv, tmp_path, capsys):
     assert manifest["complete"] and {s["key"] for s in manifest["skipped"]} == {"a.png", "b.jpg"}
 
 
+def _damaged_tar(path, images, damage: str) -> int:
+    """Samples 000..003 (001's image is no image, 004 has no image), then `damage`: "cut"
+    ends the file inside 002's image, "header" writes garbage over 003's header (returns
+    its offset), "junk" makes the whole file garbage."""
+    members = []
+    for i in range(4):
+        members.append((f"{i:03d}.png", images[i].read_bytes() if i != 1 else b"not a png"))
+        members.append((f"{i:03d}.cls", str(i).encode()))
+    members.append(("004.txt", b"a caption without an image"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = bytearray(buffer.getvalue())
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer) as tar:
+        found = {m.name: m for m in tar.getmembers()}
+    if damage == "cut":
+        raw = raw[: found["002.png"].offset_data + 10]
+    elif damage == "header":
+        start = found["003.png"].offset
+        raw[start : start + 512] = b"garbage!" * 64
+    elif damage == "junk":
+        raw = bytearray(b"\x01" * 3000)
+    path.write_bytes(bytes(raw))
+    return found["003.png"].offset
+
+
+@pytest.mark.parametrize("damage", ["cut", "header", "junk"])
+def test_a_damaged_tar_shard_keeps_what_it_can_read(conv, tmp_path, capsys, damage):
+    images = make_images(tmp_path, [f"{i}.png" for i in range(4)])
+    header = _damaged_tar(tmp_path / "data.tar", images, damage)
+    (tmp_path / "more").mkdir()
+    images[3].rename(tmp_path / "more" / "z.png")
+    out = tmp_path / "out"
+    args = ("-t", conv, "-i", tmp_path / "data.tar", tmp_path / "more", "-o", out, "--size", 8,
+            "--shard-size", 2)
+    assert tokenize(*args) == 0  # the other input was tokenized: the job succeeds
+    manifest = json.loads((out / "manifest.json").read_text())
+    skipped = {s["key"]: s["reason"] for s in manifest["skipped"]}
+    tar = str(tmp_path / "data.tar")
+    rows = {r["key"]: r for r in read_rows(out)}
+    if damage == "junk":
+        assert set(rows) == {"z.png"} and list(skipped) == ["data@0"]
+        assert skipped["data@0"].startswith(tar) and "not a readable tar" in skipped["data@0"]
+    else:
+        good = ["data/000"] if damage == "cut" else ["data/000", "data/002"]
+        assert set(rows) == {*good, "z.png"} and rows["data/000"]["label"] == 0
+        assert skipped["data/001"].startswith(f"{tar}:001.png: not a readable image")
+        damaged = {"cut": "data/002", "header": f"data@{header}"}[damage]
+        assert list(skipped) == ["data/001", damaged]
+        assert skipped[damaged].startswith(tar)
+        assert ("ends inside this member" if damage == "cut" else
+                f"unreadable from byte {header} on") in skipped[damaged]
+    assert manifest["complete"] and manifest["items"] == len(rows) + len(skipped)
+    # a rerun with the last shard's record gone redoes it into the same folder
+    (out / "_progress" / f"shard-{len(manifest['shards']) - 1:05d}.json").unlink()
+    assert tokenize(*args) == 0
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert {r["key"] for r in read_rows(out)} == set(rows)
+
+
+def test_a_tar_sample_without_an_image_is_listed(conv, tmp_path):
+    images = make_images(tmp_path, [f"{i}.png" for i in range(4)])
+    _damaged_tar(tmp_path / "data.tar", images, "none")
+    out = tmp_path / "out"
+    assert tokenize("-t", conv, "-i", tmp_path / "data.tar", "-o", out, "--size", 8) == 0
+    skipped = {s["key"]: s["reason"] for s in
+               json.loads((out / "manifest.json").read_text())["skipped"]}
+    assert set(skipped) == {"data/001", "data/004"}
+    assert "004: no image or video member (members: 004.txt)" in skipped["data/004"]
+    assert {r["key"] for r in read_rows(out)} == {"data/000", "data/002", "data/003"}
+
+
 def test_a_full_disk_keeps_the_written_shards_valid(conv, classes, tmp_path, monkeypatch,
                                                     capsys):
     from vtok.data import token_shards
@@ -281,6 +357,42 @@ def test_one_shard_shared_out_among_workers_is_the_shard_of_one(conv, classes, t
     assert one["skipped"] == two["skipped"] and len(one["skipped"]) == 1
 
 
+def test_run_defaults_follow_the_device():
+    from vtok.data.pretokenize import SMALL_JOB, RunOptions, cpu_count
+
+    cpu = RunOptions().resolved()  # a large job: one single-thread worker per CPU core,
+    assert (cpu.workers, cpu.batch_size, cpu.worker_threads()) == (cpu_count(), None, 1)
+    # batches by pixels (see test_cpu_batches_hold_a_pixel_budget)
+    small = RunOptions().resolved(SMALL_JOB - 1)  # in this process, with all its threads
+    assert (small.workers, small.threads) == (1, None)
+    asked = RunOptions(workers=3, batch_size=7, threads=2).resolved(1)
+    assert (asked.workers, asked.batch_size, asked.worker_threads()) == (3, 7, 2)
+    ray = RunOptions(engine="ray", gpus_per_worker=1.0).resolved(1)
+    assert (ray.workers, ray.batch_size) == (1, 32)
+
+
+def test_cpu_batches_hold_a_pixel_budget(conv, tmp_path, monkeypatch):
+    from vtok.data import pretokenize
+    from vtok.data.token_items import open_inputs
+    from vtok.data.token_shards import ShardTask
+
+    make_images(tmp_path, [f"{i}.png" for i in range(5)])
+    inputs = open_inputs([tmp_path], "auto", None)
+    task = ShardTask(0, list(inputs.items()))
+    tok = pretokenize.load_tokenizer(str(conv))
+    sizes = []
+    encode = tok.encode
+    monkeypatch.setattr(tok, "encode", lambda x, **kw: sizes.append(len(x)) or encode(x, **kw))
+    monkeypatch.setattr(pretokenize, "CPU_BATCH_PIXELS", 2 * 8 * 8)  # two 8x8 views
+    by_pixels = pretokenize.tokenize_shard(task, tok, TokenizeOptions(size=8), None, "cpu",
+                                           inputs.columns)
+    assert sizes == [2, 2, 1]
+    sizes.clear()
+    asked = pretokenize.tokenize_shard(task, tok, TokenizeOptions(size=8), 4, "cpu",
+                                       inputs.columns)
+    assert sizes == [4, 1] and asked.table.equals(by_pixels.table)
+
+
 def test_split_task_parts_merge_back_to_the_shard(conv, classes):
     from vtok.data.pretokenize import (
         RunOptions,
@@ -297,7 +409,9 @@ def test_split_task_parts_merge_back_to_the_shard(conv, classes):
     task = ShardTask(3, list(inputs.items()))
     tok, options = load_tokenizer(str(conv)), TokenizeOptions(size=8)
     assert part_size(7, RunOptions(batch_size=32, workers=2)) == 4
-    assert part_size(7, RunOptions(batch_size=2, workers=2)) == 2
+    assert part_size(7, RunOptions(batch_size=2, workers=2)) == 4
+    assert part_size(100, RunOptions(batch_size=2, workers=2)) == 16  # PART_ITEMS
+    assert part_size(100, RunOptions(batch_size=32, workers=3)) == 32
     pieces = split_task(task, 2)
     assert [len(p.items) for p in pieces] == [2, 2, 2, 1]
     assert [i for p in pieces for i in p.items] == task.items

@@ -58,16 +58,69 @@ def _manifest_order(folder):
     return [r for s in manifest["shards"] for r in pq.read_table(folder / s["file"]).to_pylist()]
 
 
-@pytest.mark.parametrize("world", [2, 5, 8])  # 6 shards: by shards, and by rows past 6 parts
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory):
+    """7 rows in shards of 3, 3 and 1 rows."""
+    root = tmp_path_factory.mktemp("uneven")
+    conv = save_tokenizer(root / "conv")
+    make_images(root / "in", [f"{i}.png" for i in range(7)])
+    out = root / "out"
+    assert main(["tokenize", "-t", str(conv), "-i", str(root / "in"), "-o", str(out),
+                 "--size", "8", "--shard-size", "3"]) == 0
+    assert [s["rows"] for s in json.loads((out / "manifest.json").read_text())["shards"]] == [
+        3, 3, 1]
+    return out
+
+
+def _rank_keys(folder, world, epoch=0, workers=0, **options) -> list[list[str]]:
+    parts = []
+    for rank in range(world):
+        data = TokenShards(folder, seed=1, rank=rank, world_size=world, **options)
+        data.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers)
+        parts.append([row["key"] for row in loader])
+    return parts
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_ranks_get_equal_rows_from_uneven_shards(uneven, world, drop_last):
+    everything = sorted(_keys(TokenShards(uneven)))
+    for epoch, workers in ((0, 0), (1, 2)):
+        parts = _rank_keys(uneven, world, epoch, workers, drop_last=drop_last)
+        per = len(everything) // world if drop_last else -(-len(everything) // world)
+        assert [len(p) for p in parts] == [per] * world  # no rank waits for another
+        assert len(TokenShards(uneven, rank=0, world_size=world, drop_last=drop_last)) == per
+        seen = [k for p in parts for k in p]
+        if drop_last:  # a few rows left out of the epoch, none twice
+            assert len(set(seen)) == len(seen) and set(seen) < set(everything)
+        else:  # every row, and the padding repeats rows from the start of the order
+            assert set(seen) == set(everything)
+            assert len(seen) - len(everything) == per * world - len(everything)
+
+
+@pytest.mark.parametrize("world", [2, 5, 8])  # 12 rows in 6 shards: fewer and more parts
 def test_ranks_split_the_rows(folder, world, monkeypatch):
     parts = []
     for rank in range(world):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", str(world))
         parts.append(_keys(TokenShards(folder, seed=1)))
-    everything = [k for part in parts for k in part]
-    assert sorted(everything) == sorted(_keys(TokenShards(folder, rank=0, world_size=1)))
-    assert all(parts)
+    everything = _keys(TokenShards(folder, rank=0, world_size=1))
+    assert {len(p) for p in parts} == {-(-12 // world)}
+    assert set(k for part in parts for k in part) == set(everything)
+    if 12 % world == 0:
+        assert sorted(k for part in parts for k in part) == sorted(everything)
+
+
+def test_rank_batches_match_with_dataloader_workers(uneven):
+    """DataLoader workers batch apart: the ranks must still give the same batch count."""
+    counts = set()
+    for rank in range(3):
+        data = TokenShards(uneven, rank=rank, world_size=3)
+        loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=2)
+        counts.add(len(list(loader)))
+    assert counts == {2}  # 3 rows a rank: 2 + 1 over two workers, one batch each
 
 
 def test_dataloader_workers_split_the_rows(folder):

@@ -47,12 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rows.add_argument("--path-column", help="the path column of a manifest (default: path, "
                       "image, file, filename or video)")
     how = parser.add_argument_group("how it runs (free to change on a resume)")
-    how.add_argument("--batch-size", type=int, default=32, help="views per forward pass")
+    how.add_argument("--batch-size", type=int,
+                     help="views per forward pass (default: 32 on a GPU; on a CPU as many as "
+                     "hold 131,072 pixels, two 256x256 views)")
     how.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    how.add_argument("--workers", type=int, default=1,
-                     help="worker processes (local) or tokenizer actors (ray); default 1")
+    how.add_argument("--workers", type=int,
+                     help="worker processes (local) or tokenizer actors (ray); default: one "
+                     "per CPU core on a CPU, one per GPU with --device cuda; a job of fewer "
+                     "than 32 items runs in this process")
     how.add_argument("--threads", type=int,
-                     help="torch threads per worker (default: the CPUs shared out)")
+                     help="torch threads per worker (default: the CPUs shared out, so one "
+                     "each with the default workers)")
     how.add_argument("--engine", choices=["local", "ray"], default="local",
                      help="local worker processes, or Ray Data on the cluster at RAY_ADDRESS "
                      "(else a local Ray)")
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = tokenize_dataset(args.tokenizer, args.input, args.out, options, how,
                                    progress=bar.update)
-    except (TokenizeError, ValueError) as err:  # ValueError: an unreadable tar or manifest
+    except (TokenizeError, ValueError) as err:  # ValueError: an unreadable manifest
         print(f"vtok tokenize: {err}", file=sys.stderr)
         return 2
     except OutputError as err:

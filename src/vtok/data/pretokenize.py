@@ -4,7 +4,7 @@ Parquet shards, each item exactly once, resumable after a crash (`vtok tokenize`
 The items (`vtok.data.token_items`) are cut, in their fixed order, into shards of
 `shard_size` items; shard i always holds the same items, so its contents follow from the
 inputs, the tokenizer and the options alone. A shard's items are tokenized by the workers
-in parts of at most a batch (`tokenize_shard` on each part, `split_task`), so that even a
+in parts of a few batches (`tokenize_shard` on each part, `split_task`), so that even a
 single shard keeps every worker busy; the parent joins the parts in order (`merge_parts`: the
 same rows as the shard tokenized whole) and writes it (`vtok.data.token_shards.ShardFolder`:
 a temp file renamed into place, then its record). A rerun skips the shards already recorded, so a
@@ -78,22 +78,38 @@ class TokenizeOptions:
         return dataclasses.asdict(self)
 
 
+GPU_BATCH = 32  # default views per forward pass on a GPU (see `RunOptions`)
+CPU_BATCH_PIXELS = 2 * 256 * 256  # on a CPU, by default: views of at most this many pixels
+PART_ITEMS = 16  # items per part of a shard handed to a worker, when the batch is smaller
+SMALL_JOB = 32  # pending items below which the default runs in-process, starting no worker
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    """How the job runs (free to change between a run and its resume): batch size, device
-    ("cpu", "cuda", "cuda:1"), worker processes or Ray actors, torch threads per worker
-    (None: the CPUs shared out among the workers), engine ("local" or "ray"), GPUs per Ray
-    actor."""
+    """How the job runs (free to change between a run and its resume; the rows are the same):
+    batch size, device ("cpu", "cuda", "cuda:1"), worker processes or Ray actors, torch
+    threads per worker (None: the CPUs shared out among the workers), engine ("local" or
+    "ray"), GPUs per Ray actor.
 
-    batch_size: int = 32
+    Defaults (None) follow the device. On a CPU: one worker per CPU core, each with one torch
+    thread, coding batches of at most `CPU_BATCH_PIXELS` pixels (two 256x256 views, 128
+    of 32x32): on a conv tokenizer a single-thread process per core beats threads inside one
+    process, and small batches beat large ones (the activations of a batch of 32 256x256
+    images leave the cache), while tiny views want many per batch; a job of fewer than
+    `SMALL_JOB` pending items runs in this process instead, since starting workers would
+    cost more than they save. On a GPU: one worker per GPU ("cuda"; one with "cuda:N"),
+    batches of `GPU_BATCH`. `benchmarks/pretokenize.py` measures these."""
+
+    batch_size: int | None = None
     device: str = "cpu"
-    workers: int = 1
+    workers: int | None = None
     threads: int | None = None
     engine: str = "local"
     gpus_per_worker: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.workers < 1:
+        if (self.batch_size is not None and self.batch_size < 1) or (
+                self.workers is not None and self.workers < 1):
             raise TokenizeError("--batch-size and --workers must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise TokenizeError("--threads must be >= 1")
@@ -108,8 +124,35 @@ class RunOptions:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise TokenizeError(f"--device {self.device}: no CUDA GPU is available")
 
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda") or self.gpus_per_worker > 0
+
+    def resolved(self, pending_items: int | None = None) -> RunOptions:
+        """These options with the defaults filled in; `pending_items`: the items left to
+        do, when known to be fewer than `SMALL_JOB` (a small local job runs in-process)."""
+        import torch
+
+        workers = self.workers
+        if workers is None:
+            if self.engine == "local" and pending_items is not None and (
+                    pending_items < SMALL_JOB):
+                workers = 1
+            elif self.device == "cuda" and torch.cuda.is_available():
+                workers = torch.cuda.device_count()
+            else:
+                workers = 1 if self.on_gpu() else cpu_count()
+        batch = self.batch_size or (GPU_BATCH if self.on_gpu() else None)  # None: by pixels
+        return dataclasses.replace(self, workers=workers, batch_size=batch)
+
     def worker_threads(self) -> int:
-        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        return self.threads or max(1, cpu_count() // (self.workers or 1))
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @dataclass
@@ -134,6 +177,8 @@ def load_item(item: Item, tok, options: TokenizeOptions):
     from vtok.data.images import load_image
     from vtok.data.token_items import read_bytes
 
+    if item.problem is not None:
+        raise ValueError(item.problem)
     if item.kind == "image":
         data = read_bytes(item) if item.offset >= 0 else item.path
         return load_image(data, item.source).pixels[None], 0.0
@@ -198,10 +243,11 @@ def make_views(pixels, options: TokenizeOptions) -> list[tuple[str, bool, Any]]:
 
 
 # -- one shard ---------------------------------------------------------------------------------
-def tokenize_shard(task: ShardTask, tok, options: TokenizeOptions, batch_size: int,
+def tokenize_shard(task: ShardTask, tok, options: TokenizeOptions, batch_size: int | None,
                    device: str, columns: dict[str, Any]) -> ShardResult:
-    """Read, cut and tokenize the items of one shard, in batches of views of the same shape.
-    An item that cannot be read or coded is skipped with the reason; nothing else is."""
+    """Read, cut and tokenize the items of one shard, in batches of at most `batch_size` views
+    of the same shape (None: as many as hold `CPU_BATCH_PIXELS` pixels). An item that cannot
+    be read or coded is skipped with the reason; nothing else is."""
     import torch
 
     from vtok.models.base import MAX_DECODE_PIXELS
@@ -254,7 +300,8 @@ def tokenize_shard(task: ShardTask, tok, options: TokenizeOptions, batch_size: i
             continue
         for name, flipped, view in views:
             view = view[0] if frames == 1 else view
-            if pending and (len(pending) == batch_size or pending[0][1].shape != view.shape):
+            limit = batch_size or max(1, CPU_BATCH_PIXELS * 3 // view.numel())
+            if pending and (len(pending) >= limit or pending[0][1].shape != view.shape):
                 flush()
             rows.append({"key": item.key, "source": item.source, "view": name, "flip": flipped,
                          "height": view.shape[-2], "width": view.shape[-1],
@@ -349,6 +396,8 @@ def tokenize_dataset(tokenizer: str, sources: list[str | Path], out: str | Path,
     folder = ShardFolder(Path(out), header(tok, tokenizer, options, inputs), inputs.columns)
     folder.open()
     tasks = folder.pending(shard_tasks(inputs, options.shard_size))
+    tasks, pending = _peek_items(tasks, SMALL_JOB if run.workers is None else 0)
+    run = run.resolved(pending)
     if run.engine == "ray":
         from vtok.data.pretokenize_ray import run_ray
 
@@ -359,6 +408,20 @@ def tokenize_dataset(tokenizer: str, sources: list[str | Path], out: str | Path,
     return Summary(manifest["items"], manifest["rows"], len(manifest["shards"]), written,
                    len(manifest["skipped"]), folder.manifest_path,
                    [s["reason"] for s in manifest["skipped"]])
+
+
+def _peek_items(tasks: Iterator[ShardTask], limit: int) -> tuple[Iterator[ShardTask],
+                                                                 int | None]:
+    """(the same tasks, their item count when under `limit`, else None), reading ahead
+    only the tasks needed to tell."""
+    ahead: list[ShardTask] = []
+    count = 0
+    for task in tasks:
+        ahead.append(task)
+        count += len(task.items)
+        if count >= limit:
+            return itertools.chain(ahead, tasks), None
+    return iter(ahead), (count if count < limit else None)
 
 
 def _run_local(tasks: Iterator[ShardTask], folder: ShardFolder, spec: str, tok,
@@ -420,9 +483,10 @@ def _run_local(tasks: Iterator[ShardTask], folder: ShardFolder, spec: str, tok,
 
 
 def part_size(items: int, run: RunOptions) -> int:
-    """Items per part of a shard handed to one worker: at most a batch, and small enough
-    that every worker gets a part of the shard."""
-    return max(1, min(run.batch_size, -(-items // run.workers)))
+    """Items per part of a shard handed to one worker: a batch, or `PART_ITEMS` when the
+    batch is smaller (fewer parts to send and join), and small enough that every worker gets
+    a part of the shard."""
+    return max(1, min(max(run.batch_size or 0, PART_ITEMS), -(-items // run.workers)))
 
 
 def split_task(task: ShardTask, size: int) -> list[ShardTask]:

@@ -23,15 +23,21 @@ class TokenShards(IterableDataset):
 
     Every epoch (`set_epoch`) visits the shards in a new order drawn from (seed, epoch), and
     with `shuffle_rows` each shard's rows in a new order too; every rank sees the same order.
-    Under torchrun (`RANK`, `WORLD_SIZE`; or `rank=`, `world_size=`) and in DataLoader
-    workers, each of the rank x worker parts reads its own shards (every n-th of the order);
-    with fewer shards than parts, every part reads every shard and keeps every n-th row.
-    Only a finished folder is read (its manifest says complete).
+    Under torchrun (`RANK`, `WORLD_SIZE`; or `rank=`, `world_size=`) every rank gets the same
+    number of rows, as with DistributedSampler, so that no rank of a DDP loop waits at the end
+    of an epoch for one that has a batch more: the epoch's rows, one shard after another, are
+    cut into `world_size` consecutive runs (a rank reads only the shards its run touches) of
+    ceil(rows / world_size) rows, the last padded with rows from the start of the epoch's
+    order, or, with `drop_last`, floor(rows / world_size), the rest left out of this epoch.
+    A rank's DataLoader workers share its run the same way, in consecutive parts of sizes
+    that are the same on every rank. `len()` is the rows of this rank. Only a finished
+    folder is read (its manifest says complete).
     """
 
     def __init__(self, directory: str | Path, columns: Sequence[str] | None = None,
                  shuffle: bool = True, shuffle_rows: bool = True, seed: int = 0,
-                 rank: int | None = None, world_size: int | None = None) -> None:
+                 rank: int | None = None, world_size: int | None = None,
+                 drop_last: bool = False) -> None:
         super().__init__()
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
@@ -46,6 +52,7 @@ class TokenShards(IterableDataset):
                            else world_size)
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is not in [0, {self.world_size})")
+        self.drop_last = drop_last
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -58,24 +65,38 @@ class TokenShards(IterableDataset):
             return list(range(len(self.files)))
         return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.files)).tolist()
 
-    def _part(self) -> tuple[int, int]:
+    def __len__(self) -> int:
+        """The rows each rank reads in an epoch."""
+        whole, left = divmod(self.num_rows, self.world_size)
+        return whole + (1 if left and not self.drop_last else 0)
+
+    def _run(self) -> tuple[int, int]:
+        """[start, stop) of this rank's and DataLoader worker's rows in the epoch's sequence
+        (positions past the last row wrap around to the first)."""
+        per_rank = len(self)
         info = get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        return self.rank * workers + worker, self.world_size * workers
+        whole, left = divmod(per_rank, workers)
+        start = self.rank * per_rank + worker * whole + min(worker, left)
+        return start, start + whole + (worker < left)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        part, parts = self._part()
+        start, stop = self._run()
+        if start == stop:
+            return
         order = self.shard_order()
-        by_shard = len(order) >= parts
-        mine = order[part::parts] if by_shard else order
-        seen = 0
-        for shard in mine:
-            for row in self._rows(shard):
-                if by_shard or seen % parts == part:
-                    yield row
-                seen += 1
+        ends = np.cumsum([self.shard_rows[i] for i in order]).tolist()
+        position = start
+        while position < stop:  # one stretch of consecutive rows of one shard at a time
+            at = position % self.num_rows
+            k = int(np.searchsorted(ends, at, side="right"))
+            first = at - (ends[k] - self.shard_rows[order[k]])
+            take = min(stop - position, ends[k] - at)
+            yield from self._rows(order[k], first, first + take)
+            position += take
 
-    def _rows(self, shard: int) -> Iterator[dict[str, Any]]:
+    def _rows(self, shard: int, first: int, stop: int) -> Iterator[dict[str, Any]]:
+        """Rows [first, stop) of the shard in this epoch's row order."""
         import pyarrow.parquet as pq
 
         table = pq.read_table(self.files[shard], columns=self._read_columns())
@@ -89,7 +110,7 @@ class TokenShards(IterableDataset):
         rows = np.arange(table.num_rows)
         if self.shuffle_rows:
             rows = np.random.default_rng([self.seed, self.epoch, shard]).permutation(rows)
-        for i in rows.tolist():
+        for i in rows[first:stop].tolist():
             ids = torch.from_numpy(values[offsets[i] : offsets[i + 1]]).reshape(shapes[i])
             yield {"tokens": ids, **{name: column[i] for name, column in others.items()}}
 

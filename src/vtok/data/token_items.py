@@ -10,13 +10,20 @@ Inputs:
 - a WebDataset `.tar` shard: each sample (members sharing a key, e.g. `0001.jpg`,
   `0001.cls`, `0001.txt`) is one item; `cls` becomes an integer `label`, every other member
   that is not the image a text column named by its extension (`txt`, `json`, ...). The
-  columns are those of the first sample of the first shard.
+  columns are those of the first sample of the first shard. A damaged shard does not stop
+  the job: the samples before the damage are items as usual; a sample without an image or
+  video member, or with a member cut off by the end of the file, is an item that is skipped
+  with the reason; and damage that ends the listing (a garbage or cut header, a file that is
+  no uncompressed tar) is one more skipped item, `SHARD@BYTE`, standing for the rest of the
+  shard, which cannot be found again reliably past a bad header. The same bytes give the
+  same items, so a resumed job sees the same shards.
 - a manifest (`.jsonl`, `.csv` or `.parquet`): one item per row, the file in its path column
   (`path`, `image`, `file`, `filename`, `video` or the one named; relative paths are taken
   from the manifest's folder); every other column is carried through with its type.
 - an image or video file.
 
-`Item.read` turns an item into pixels; every failure is a `ValueError` naming the item.
+`vtok.data.pretokenize.load_item` turns an item into pixels; every failure is a
+`ValueError` naming the item.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ class Item:
     offset: int = -1
     size: int = -1
     columns: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None  # why it cannot be read, known when it was listed
 
 
 @dataclass
@@ -103,12 +111,13 @@ def open_inputs(sources: Sequence[str | Path], labels: str = "auto",
                     raise ValueError(f"{path}: its class folders differ from the first input's")
                 classes = names
                 found = {"label": pa.int64(), "class_name": pa.string()}
-            elif any(p.suffix == ".tar" for p in _walk(path)):
-                found = _tar_columns(next(p for p in _walk(path) if p.suffix == ".tar"))
+            else:  # the first tar shard with a readable sample (a damaged one may have none)
+                tars = (_tar_columns(p) for p in _walk(path) if p.suffix == ".tar")
+                found = next((c for c in tars if c is not None), {})
         elif not path.exists():
             raise ValueError(f"{path}: no such file or folder")
         elif path.suffix == ".tar":
-            found = _tar_columns(path)
+            found = _tar_columns(path) or {}
         elif path.suffix.lower() in MANIFEST_SUFFIXES:
             schema = _manifest_schema(path)
             column = _path_column(path, schema.names, path_column)
@@ -166,12 +175,28 @@ def _source_items(source: Path, inputs: Inputs) -> Iterator[Item]:
 
 
 # -- WebDataset tar shards -------------------------------------------------------------------
-def _samples(path: Path) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
+@dataclass
+class _Damage:
+    """Where and why the listing of a tar shard stopped before its end."""
+
+    offset: int
+    reason: str
+
+
+def _samples(path: Path) -> Iterator[tuple[str, list[tarfile.TarInfo]] | _Damage]:
     """(key, members) of each sample: consecutive members sharing the name before the first
-    dot of their file name (WebDataset's rule)."""
+    dot of their file name (WebDataset's rule); then a `_Damage` when the listing stopped at
+    damage rather than at the end of the archive."""
     try:
-        with tarfile.open(path) as tar:
-            key, group = None, []
+        # uncompressed only: members are read at their offset; closed by the `with` below
+        tar = tarfile.open(path, "r:")  # noqa: SIM115
+    except (OSError, tarfile.TarError) as err:
+        yield _Damage(0, f"{path}: not a readable tar shard ({err}; a compressed one is not "
+                         f"read); skipped whole")
+        return
+    with tar:
+        key, group, problem = None, [], None
+        try:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -182,10 +207,31 @@ def _samples(path: Path) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
                     group = []
                 key = this
                 group.append(member)
-            if group:
-                yield key, group
-    except (OSError, tarfile.TarError) as err:
-        raise ValueError(f"{path}: not a readable tar shard ({err})") from None
+        except (OSError, tarfile.TarError) as err:  # e.g. a bad pax header
+            problem = f"{err}"
+        if group:
+            yield key, group
+        offset = tar.offset
+        if offset >= path.stat().st_size:
+            problem = None  # the end of the file; a member it cuts is named by `_tar_items`
+        else:
+            problem = problem or _end_problem(path, offset)
+    if problem is not None:
+        yield _Damage(offset, f"{path}: unreadable from byte {offset} on ({problem}); the "
+                              f"samples before it were read, the rest of the shard is skipped")
+
+
+def _end_problem(path: Path, offset: int) -> str | None:
+    """Why tarfile's listing stopped at `offset`, unless it is the end of the archive (zero
+    blocks, or the end of the file): tarfile stops quietly at a bad header past the first."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        block = f.read(tarfile.BLOCKSIZE)
+    if block.count(0) == len(block):
+        return None
+    if len(block) < tarfile.BLOCKSIZE:
+        return "the file ends inside a member header"
+    return "a member header that is not a tar header"
 
 
 def _extension(member: tarfile.TarInfo) -> str:
@@ -194,22 +240,40 @@ def _extension(member: tarfile.TarInfo) -> str:
     return name.split(".", 1)[1].lower() if "." in name else ""
 
 
-def _tar_columns(path: Path) -> dict[str, Any]:
+def _tar_columns(path: Path) -> dict[str, Any] | None:
+    """The columns of the shard's first sample; None when no sample can be read."""
     import pyarrow as pa
 
-    for _, members in _samples(path):
-        extensions = [_extension(m) for m in members if media_kind("x." + _extension(m)) is None]
+    for sample in _samples(path):
+        if isinstance(sample, _Damage):
+            continue
+        extensions = [_extension(m) for m in sample[1]
+                      if media_kind("x." + _extension(m)) is None]
         return {("label" if e == "cls" else e): (pa.int64() if e == "cls" else pa.string())
                 for e in extensions if e}
-    return {}
+    return None
 
 
 def _tar_items(path: Path, prefix: Path) -> Iterator[Item]:
-    """One item per sample with an image or video member (its first); the sample's other
-    members as carried columns. A sample without media is left out."""
-    for key, members in _samples(path):
+    """One item per sample, read from its first image or video member, the sample's other
+    members as carried columns; a sample that cannot be read (no media member, a member cut
+    off by the end of the file) or the damage that stopped the listing is an item with its
+    `problem`, skipped when tokenized."""
+    size = path.stat().st_size
+    for sample in _samples(path):
+        if isinstance(sample, _Damage):
+            yield Item(f"{prefix.as_posix()}@{sample.offset}", str(path), "image", str(path),
+                       problem=sample.reason)
+            continue
+        key, members = sample
+        name = (prefix / key).as_posix()
         media = [m for m in members if media_kind("x." + _extension(m))]
-        if not media:
+        cut = [m for m in members if m.offset_data + m.size > size]
+        if not media or cut:
+            why = (f"{cut[0].name}: the shard ends inside this member" if cut else
+                   f"{key}: no image or video member (members: "
+                   f"{', '.join(m.name.rpartition('/')[2] for m in members)})")
+            yield Item(name, f"{path}:{key}", "image", str(path), problem=f"{path}:{why}")
             continue
         carried: dict[str, Any] = {}
         for member in members:
@@ -227,9 +291,8 @@ def _tar_items(path: Path, prefix: Path) -> Iterator[Item]:
             else:
                 carried[ext] = text
         first = media[0]
-        yield Item((prefix / key).as_posix(), f"{path}:{first.name}",
-                   media_kind("x." + _extension(first)), str(path), first.offset_data,
-                   first.size, carried)
+        yield Item(name, f"{path}:{first.name}", media_kind("x." + _extension(first)),
+                   str(path), first.offset_data, first.size, carried)
 
 
 # -- manifests ---------------------------------------------------------------------------------
