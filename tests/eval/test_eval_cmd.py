@@ -2,6 +2,7 @@
 (non-zero exit, nothing written) for each kind of bad input."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,58 @@ def test_qualities_option(tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["eval", "-t", "test-conv2d", "--qualities", "avif=low", "--out", str(out)]) == 2
     assert "--qualities 'avif=low'" in capsys.readouterr().err and not out.exists()
+
+
+class NotATensor:  # a class torch.load(weights_only=True) must refuse to build
+    pass
+
+
+def test_eval_refuses_tokenizer_folders_that_do_not_load(tmp_path, capsys):
+    from vtok.models import create_tokenizer
+
+    images = write_photos(tmp_path / "imgs", 1)
+    out = tmp_path / "never"
+    conv, titok = tmp_path / "conv", tmp_path / "titok"
+    create_tokenizer("test-conv2d").save_pretrained(conv)
+    create_tokenizer("test-titok").save_pretrained(titok)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(conv, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"garbage" * 10)
+    other = tmp_path / "other"  # a conv2d config with a titok's weights
+    shutil.copytree(conv, other)
+    shutil.copy(titok / "model.safetensors", other / "model.safetensors")
+    for folder, message in ((corrupt, "not a readable safetensors file"),
+                            (other, "weights do not fit this conv2d tokenizer")):
+        err = run_failing(["-t", "test-conv2d", str(folder), "--images", str(images),
+                           "--size", "32", "--codecs"], capsys, out)
+        assert f"vtok eval: tokenizer '{folder}': " in err and message in err, err
+        assert err.count("\n") == 1
+
+
+def test_eval_refuses_inception_weights_it_cannot_use(tmp_path, capsys):
+    images = write_photos(tmp_path / "imgs", 1)
+    out = tmp_path / "never"
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"w": torch.zeros(2), "extra": NotATensor()}, pickled)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 not a checkpoint")
+    for path, message in ((pickled, "refused: it holds a Python object"),
+                          (corrupt, "not a readable PyTorch checkpoint"),
+                          (tmp_path / "absent.pt", "no such file")):
+        err = run_failing(["-t", "test-conv2d", "--images", str(images), "--size", "32",
+                           "--codecs", "--inception-weights", str(path)], capsys, out)
+        assert f"vtok eval: --inception-weights {path}: {message}" in err, err
+        assert err.count("\n") == 1  # one line, not torch's page of advice
+    assert "NotATensor" in run_failing(["-t", "test-conv2d", "--images", str(images),
+                                        "--inception-weights", str(pickled)], capsys, out)
+    tensors = tmp_path / "tensors.pt"  # loads, but is no Inception-v3
+    torch.save({"w": torch.zeros(2)}, tensors)
+    err = run_failing(["-t", "test-conv2d", "--images", str(images), "--size", "32", "--codecs",
+                       "--inception-weights", str(tensors)], capsys, out)
+    try:
+        import torch_fidelity  # noqa: F401
+        import torchmetrics  # noqa: F401
+    except ImportError:
+        assert "real FID needs torchmetrics and torch-fidelity" in err
+    else:
+        assert "cannot build the FID Inception model" in err

@@ -113,9 +113,10 @@ def table(rows: list[dict]) -> str:
     def fmt(value, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    lines = [f"{'method':14s} {'setting':12s} {'bpp':>8s} {'PSNR':>6s} {'SSIM':>6s} "
+    width = max([14] + [len(r["method"]) for r in rows])  # folder names are not cut short
+    lines = [f"{'method':{width}s} {'setting':12s} {'bpp':>8s} {'PSNR':>6s} {'SSIM':>6s} "
              f"{'LPIPS-A':>7s} {'LPIPS-V':>7s}"]
-    lines += [f"{r['method'][:14]:14s} {r['setting']:12s} {fmt(r['bpp'], '8.4f')} "
+    lines += [f"{r['method']:{width}s} {r['setting']:12s} {fmt(r['bpp'], '8.4f')} "
               f"{fmt(r['psnr'], '6.2f')} {fmt(r['ssim'], '6.3f')} {fmt(r['lpips_alex'], '7.3f')} "
               f"{fmt(r['lpips_vgg'], '7.3f')}" for r in rows]
     return "\n".join(lines)

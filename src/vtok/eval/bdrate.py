@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,3 +90,25 @@ def bd_quality(anchor_rates: Sequence[float], anchor_quality: Sequence[float],
                                 f"{np.exp(lt.max()):.4g} bpp")
     diff = _mean_over(_fit(lt, qt), low, high) - _mean_over(_fit(la, qa), low, high)
     return Delta(diff, float(np.exp(low)), float(np.exp(high)))
+
+
+def bd_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """BD-rate / BD-quality (LPIPS-Alex, PSNR) against AVIF of every tokenizer in `rows`
+    (`vtok eval`'s results rows) with 2+ rate points; a note instead where there is no curve."""
+    anchor = [r for r in rows if r["method"] == "AVIF"]
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows if r["kind"] == "tokenizer"):
+        test = [r for r in rows if r["method"] == method]
+        entry: dict[str, Any] = {"tokenizer": method, "anchor": "AVIF"}
+        if len(test) < 2 or len(anchor) < 2:
+            entry["note"] = ("a single rate point: no curve" if len(test) < 2 else
+                             "AVIF was not measured")
+            out.append(entry)
+            continue
+        for metric in ("lpips_alex", "psnr"):
+            args = ([r["bpp"] for r in anchor], [r[metric] for r in anchor],
+                    [r["bpp"] for r in test], [r[metric] for r in test])
+            entry[f"bd_rate_{metric}"] = bd_rate(*args).to_dict()
+            entry[f"bd_{metric}"] = bd_quality(*args).to_dict()
+        out.append(entry)
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,15 @@ if TYPE_CHECKING:
 # column -> (label, higher is better)
 METRICS = {"psnr": ("PSNR dB", True), "ssim": ("SSIM", True), "ms_ssim": ("MS-SSIM", True),
            "lpips_alex": ("LPIPS-Alex", False), "lpips_vgg": ("LPIPS-VGG", False),
-           "frechet_effnet": ("Fréchet distance, EfficientNet-Lite0 features", False)}
+           "frechet_effnet": ("Fréchet distance, EfficientNet-Lite0", False)}
+# the results table's columns in two tables (too wide for one page as one) and their headers
+QUALITY_COLUMNS = {"bpp": "bpp", "psnr": "PSNR dB", "ssim": "SSIM", "ms_ssim": "MS-SSIM",
+                   "lpips_alex": "LPIPS-Alex", "lpips_vgg": "LPIPS-VGG",
+                   "frechet_effnet": "Fréchet (EffNet-Lite0)", "fid_inception": "FID"}
+RATE_COLUMNS = {"bpp_index": "bpp of indices", "bpp_file_raw": "bpp raw .vtok",
+                "bpp_file_entropy": "bpp entropy-coded .vtok", "codebook_usage": "codebook usage",
+                "codebook_perplexity": "perplexity", "encode_images_per_s": "encode images/s",
+                "decode_images_per_s": "decode images/s"}
 TEXT_CROP_SIZES = 3  # the smallest text sizes shown as crops
 
 
@@ -55,6 +64,7 @@ def rd_plot(rows: list[dict[str, Any]], key: str, path: Path) -> bool:
                                 if r["method"] == method) else "s--"
             ax.plot(*zip(*points), style, label=method, markersize=4)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter("")  # labelled minor ticks overlap over a narrow range
     ax.set_xlabel("bits per pixel (real file bytes)")
     ax.set_ylabel(f"{label} ({'higher' if higher else 'lower'} is better)")
     ax.grid(True, which="both", alpha=0.3)
@@ -149,6 +159,16 @@ def _table(headers: list[str], body: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>\n{rows}\n</table>"
 
 
+def _columns_table(rows: list[dict[str, Any]], columns: dict[str, str],
+                   text: Sequence[str] = ()) -> str:
+    """method, setting, the `text` columns as they are, then `columns` as numbers."""
+    return _table(["method", "setting", *text, *columns.values()],
+                  [[html.escape(r["method"]), html.escape(r["setting"]),
+                    *[html.escape(r[c]) for c in text],
+                    *[_fmt(r.get(c), 4 if c.startswith("bpp") else 3) for c in columns]]
+                   for r in rows])
+
+
 def _shown_rows(rows: list[dict[str, Any]]) -> list[int]:
     """Reconstructions shown: every tokenizer row, and each codec's row nearest in bpp."""
     chosen = [i for i, r in enumerate(rows) if r["kind"] == "tokenizer"]
@@ -197,25 +217,17 @@ def _text_crops(out: Path, stats: list[RowStats], shown: list[int],
 def _page(results: dict[str, Any], plots: list[str], shown: list[int], n_originals: int,
           crops: list[int]) -> str:
     rows = results["rows"]
-    metric_cols = ["bpp", "bpp_index", "bpp_file_raw", "bpp_file_entropy", "psnr", "ssim",
-                   "ms_ssim", "lpips_alex", "lpips_vgg", "frechet_effnet", "fid_inception",
-                   "codebook_usage", "codebook_perplexity", "encode_images_per_s",
-                   "decode_images_per_s"]
-    main = _table(["method", "setting", "coding", *metric_cols],
-                  [[html.escape(r["method"]), html.escape(r["setting"]), html.escape(r["coding"]),
-                    *[_fmt(r.get(c), 4 if c.startswith("bpp") else 3) for c in metric_cols]]
-                   for r in rows])
+    quality = _columns_table(rows, QUALITY_COLUMNS, ["coding"])
+    rate = _columns_table([r for r in rows if r["kind"] == "tokenizer"], RATE_COLUMNS)
     bd_body = []
     for entry in results["bd"]:
         if "note" in entry:
-            bd_body.append([html.escape(entry["tokenizer"]), html.escape(entry["note"]),
-                            "", "", ""])
+            bd_body.append([html.escape(entry["tokenizer"]), _note(entry["note"]), "", "", ""])
             continue
         cells = [html.escape(entry["tokenizer"])]
         for key in ("bd_rate_lpips_alex", "bd_lpips_alex", "bd_rate_psnr", "bd_psnr"):
             d = entry[key]
-            cells.append(_fmt(d["value"]) if d["value"] is not None
-                         else html.escape(d["note"]))
+            cells.append(_fmt(d["value"]) if d["value"] is not None else _note(d["note"]))
         bd_body.append(cells)
     bd = _table(["tokenizer vs AVIF", "BD-rate % (LPIPS-Alex)", "BD-LPIPS-Alex",
                  "BD-rate % (PSNR)", "BD-PSNR dB"], bd_body)
@@ -246,8 +258,8 @@ def _page(results: dict[str, Any], plots: list[str], shown: list[int], n_origina
                              f"({rows[j]['bpp']:.4f} bpp)" for j in shown]
     recon_rows = []
     for i in range(n_originals):
-        cells = [f"<img src='images/{i}-original.png'>"]
-        cells += [f"<img src='images/{i}-row{j}.png'>" for j in shown]
+        cells = [f"<img class='recon' src='images/{i}-original.png'>"]
+        cells += [f"<img class='recon' src='images/{i}-row{j}.png'>" for j in shown]
         recon_rows.append(cells)
     recons = _table(labels, recon_rows)
     sizes_shown = [results["text_sizes"][k] for k in crops]
@@ -263,9 +275,10 @@ def _page(results: dict[str, Any], plots: list[str], shown: list[int], n_origina
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>vtok eval</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right;
-font-size:13px}}table{{border-collapse:collapse;margin:1em 0}}
-tr:nth-child(even){{background:#f4f4f4}}
-img{{max-width:100%}}figure img{{max-width:48%}}</style></head><body>
+font-size:13px;white-space:nowrap}}th{{white-space:normal;max-width:9em;vertical-align:bottom}}
+table{{border-collapse:collapse;margin:1em 0}}tr:nth-child(even){{background:#f4f4f4}}
+.wide{{overflow-x:auto}}img.recon{{width:160px}}figure img{{max-width:48%}}
+div.note{{white-space:normal;text-align:left;max-width:22em}}</style></head><body>
 <h1>vtok eval: tokenizers side by side with JPEG, WebP and AVIF</h1>
 <p>{n} images, {size}x{size} centre crops, on {html.escape(results['device'])};
 {results['seconds']:.0f} s in all.</p>
@@ -291,18 +304,23 @@ distance.</li>
 </ul>
 <h2>Notes</h2><ul>{notes}</ul>
 {f'<h2>Skipped files</h2><ul>{skipped}</ul>' if skipped else ''}
-<h2>Results</h2>{main}
+<h2>Results</h2><div class="wide">{quality}</div>
+<h3>Tokenizers: rate, codebook, speed</h3><div class="wide">{rate}</div>
 <h2>BD-rate against AVIF</h2>
 <p>Bjøntegaard deltas, cubic fits on log-rate over the range both curves cover (negative
 BD-rate: fewer bits than AVIF for the same quality; negative BD-LPIPS: better).</p>{bd}
 <h2>Plots</h2><figure>{figures}</figure>
 <h2>Text fidelity</h2>{text}
 <h3>Codecs at similar bytes</h3>{similar}
-{text_crops}
+<div class="wide">{text_crops}</div>
 <h2>Robustness to token errors (LPIPS-Alex)</h2>{robust_table}
-<h2>Reconstructions</h2>{recons}
+<h2>Reconstructions</h2><div class="wide">{recons}</div>
 </body></html>
 """
+
+
+def _note(text: str) -> str:
+    return f"<div class='note'>{html.escape(text)}</div>"
 
 
 def _text_cell(entry: dict[str, Any] | None) -> str:

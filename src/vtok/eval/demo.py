@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from vtok.codec.container import VtokFile
-from vtok.codec.tokens_file import from_vtok, has_prior, make_coder, to_vtok
+from vtok.codec.tokens_file import has_prior, make_coder
 from vtok.data.datasets import center_crop
 from vtok.data.images import read_image
 from vtok.data.photos import photo_paths
 from vtok.eval import codecs
 from vtok.eval.demo_video import VideoOptions, VideoSection, video_section
+from vtok.eval.methods import CodecSetting, code_through_files, token_counts
 from vtok.eval.metrics import psnr
 from vtok.files import atomic_write_text
 from vtok.losses import LPIPS
@@ -51,18 +51,6 @@ class Result:
                 ("method", "setting", "bpp", "psnr", "lpips_alex", "n_images")}
 
 
-def token_counts(tok: Tokenizer) -> list[int | None]:
-    """A variable-length tokenizer's counts 8, 16, ... up to its maximum; None (all) for a
-    tokenizer whose count follows from the image size."""
-    if not tok.variable_length:
-        return [None]
-    counts, n = [], 8
-    while n < tok.max_tokens:
-        counts.append(n)
-        n *= 2
-    return [*counts, tok.max_tokens]
-
-
 def _score(method: str, setting: str, images: torch.Tensor, recons: torch.Tensor,
            nbytes: list[int], lpips: LPIPS) -> Result:
     with torch.no_grad():
@@ -82,13 +70,11 @@ def tokenizer_results(name: str, tok: Tokenizer, directory: Path, images: torch.
     for k in token_counts(tok) if counts is None else counts:
         recons, nbytes = [], []
         for image in images:
-            data = to_vtok([tok.encode(image[None], num_tokens=k)], tok.codebook_size,
-                           coder).to_bytes()
-            (tokens,) = from_vtok(VtokFile.from_bytes(data), coder, tok.tokenizer_id)
-            recons.append(tok.decode(tokens)[0])
-            nbytes.append(len(data))
+            coded = code_through_files(tok, image[None], k, coder)
+            recons.append(coded.recons[0])
+            nbytes += coded.file_bytes
             tick()
-        setting = f"{k or tokens.num_tokens} tokens, {coding}"
+        setting = f"{k or coded.tokens.num_tokens} tokens, {coding}"
         out.append(_score(name, setting, images, torch.stack(recons), nbytes, lpips))
     return out
 
@@ -99,11 +85,11 @@ def classic_results(codec: str, images: torch.Tensor, lpips: LPIPS,
     """`codec` at each of `qualities` (default: the demo's settings `CLASSIC[codec]`)."""
     out = []
     for quality in CLASSIC[codec] if qualities is None else qualities:
-        recons, nbytes = [], []
+        recons, nbytes, setting = [], [], CodecSetting(codec, quality)
         for image in images:
-            data = codecs.encode(image, codec, quality)
-            recons.append(codecs.decode(data))
-            nbytes.append(len(data))
+            coded = setting.code(image[None])
+            recons.append(coded.recons[0])
+            nbytes += coded.file_bytes
             tick()
         out.append(_score(codec.upper(), f"q{quality}", images, torch.stack(recons), nbytes,
                           lpips))

@@ -112,12 +112,14 @@ class InceptionFID:
         weights = Path(weights)
         if not weights.is_file():
             raise ValueError(f"--inception-weights {weights}: no such file")
-        try:  # the library unpickles the file in full: only one of plain tensors gets there
-            torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"--inception-weights {weights}: not a weights file that loads "
-                             f"with torch.load(weights_only=True) ({type(err).__name__}: "
-                             f"{err}); vtok never unpickles more than tensors") from None
+        from vtok.models.convert import torch_load_tensors
+
+        # the library unpickles the file itself: only a file of plain tensors gets that far
+        try:
+            torch_load_tensors(weights, "If you trust the file, re-save just its state dict "
+                               "(torch.save(model.state_dict(), PATH)) and pass that")
+        except ValueError as err:
+            raise ValueError(f"--inception-weights {err}") from None
         try:
             from torchmetrics.image.fid import FrechetInceptionDistance
         except ImportError as err:

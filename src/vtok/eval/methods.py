@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from vtok.codec.tokens_file import has_prior, make_coder, to_vtok
+from vtok.codec.container import Coder, VtokFile
+from vtok.codec.tokens_file import from_vtok, has_prior, make_coder, to_vtok
 from vtok.eval import codecs
-from vtok.eval.demo import token_counts
 from vtok.models import Tokenizer, Tokens
 
 # the quality sweeps (each codec's own 0-100 scale), low qualities first: tokenizers live there
@@ -46,8 +46,50 @@ def one_image(tokens: Tokens, i: int) -> Tokens:
     return dataclasses.replace(tokens, indices=tokens.indices[i : i + 1])
 
 
+def token_counts(tok: Tokenizer) -> list[int | None]:
+    """A variable-length tokenizer's counts 8, 16, ... up to its maximum; None (all) for a
+    tokenizer whose count follows from the image size."""
+    if not tok.variable_length:
+        return [None]
+    counts, n = [], 8
+    while n < tok.max_tokens:
+        counts.append(n)
+        n *= 2
+    return [*counts, tok.max_tokens]
+
+
+def vtok_files(tokens: Tokens, codebook_size: int, coder: Coder) -> list[bytes]:
+    """The bytes of one .vtok file per image of `tokens`, written by `coder`."""
+    return [to_vtok([one_image(tokens, i)], codebook_size, coder).to_bytes()
+            for i in range(len(tokens.indices))]
+
+
+def code_through_files(tok: Tokenizer, images: torch.Tensor, num_tokens: int | None,
+                       coder: Coder) -> Coded:
+    """Encode `images` with `tok`, store each image's tokens as its own .vtok file written by
+    `coder`, read the files back and decode what they hold: what a user of the files sees.
+    `tokens`: the tokens read back (indices on the CPU); the times are the tokenizer's encode
+    and decode alone."""
+    device = next(tok.parameters()).device
+    images = images.to(device)
+    start = time.perf_counter()
+    tokens = tok.encode(images, num_tokens=num_tokens)
+    _sync(device)
+    encode_s = time.perf_counter() - start
+    files = vtok_files(tokens, tok.codebook_size, coder)
+    back = [from_vtok(VtokFile.from_bytes(data), coder, tok.tokenizer_id)[0] for data in files]
+    stored = dataclasses.replace(back[0], indices=torch.cat([t.indices for t in back]))
+    start = time.perf_counter()
+    recons = tok.decode(dataclasses.replace(stored, indices=stored.indices.to(device)))
+    _sync(device)
+    decode_s = time.perf_counter() - start
+    return Coded(recons.float().cpu(), [len(data) for data in files], encode_s, decode_s,
+                 tokens=stored)
+
+
 class TokenizerSetting:
-    """`tok` at `num_tokens` (None: the count the image size gives)."""
+    """`tok` at `num_tokens` (None: the count the image size gives), through real .vtok files:
+    entropy-coded where its folder has a token prior, else raw."""
 
     kind = "tokenizer"
 
@@ -65,24 +107,15 @@ class TokenizerSetting:
         return "all tokens" if self.num_tokens is None else f"{self.num_tokens} tokens"
 
     def code(self, images: torch.Tensor) -> Coded:
-        images = images.to(self.device)
-        start = time.perf_counter()
-        tokens = self.tok.encode(images, num_tokens=self.num_tokens)
-        _sync(self.device)
-        middle = time.perf_counter()
-        recons = self.tok.decode(tokens)
-        _sync(self.device)
-        end = time.perf_counter()
-        tokens = dataclasses.replace(tokens, indices=tokens.indices.cpu())
-        raw, coded, bits = [], [], []
-        per_index = math.log2(self.tok.codebook_size)
-        for i in range(len(images)):
-            single = one_image(tokens, i)
-            raw.append(len(to_vtok([single], self.tok.codebook_size, self.raw_coder).to_bytes()))
-            coded.append(raw[-1] if self.coder is None else
-                         len(to_vtok([single], self.tok.codebook_size, self.coder).to_bytes()))
-            bits.append(single.indices.numel() * per_index)
-        return Coded(recons.float().cpu(), coded, middle - start, end - middle, raw, bits, tokens)
+        coded = code_through_files(self.tok, images, self.num_tokens,
+                                   self.coder or self.raw_coder)
+        tokens = coded.tokens
+        coded.raw_bytes = (coded.file_bytes if self.coder is None else
+                           [len(f) for f in vtok_files(tokens, self.tok.codebook_size,
+                                                       self.raw_coder)])
+        per_image = tokens.indices[0].numel() * math.log2(self.tok.codebook_size)
+        coded.index_bits = [per_image] * len(tokens.indices)
+        return coded
 
     def decode_tokens(self, tokens: Tokens) -> torch.Tensor:
         return self.tok.decode(dataclasses.replace(

@@ -79,8 +79,24 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
             return load_file(path), config
         except (SafetensorError, OSError, ValueError) as err:
             raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    obj = torch_load_tensors(path, RESAVE)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a dict of tensors")
+    return obj, config
+
+
+RESAVE = ("If you trust the file, re-save just its state dict, e.g. sd = torch.load(PATH, "
+          "weights_only=False)['model'] (['state_dict'] for Lightning); "
+          "safetensors.torch.save_file(sd, 'weights.safetensors'), and convert that")
+
+
+def torch_load_tensors(path: Path, resave: str) -> Any:
+    """`torch.load(path, weights_only=True)` (torch's restricted unpickler: tensors and plain
+    containers, never code from the file), or one ValueError naming the file: unreadable
+    (truncated, corrupt, not a checkpoint) or refused for holding another Python object, with
+    `resave` saying what to do about that."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         needed = re.search(r"GLOBAL (\S+)", str(err))
         if needed is None:  # not a refusal: the bytes are no pickle of tensors at all
@@ -91,17 +107,11 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
         raise ValueError(
             f"{path}: refused: it holds a Python object ({needed.group(1)}) besides tensors, "
             f"and vtok reads checkpoints only with torch.load(weights_only=True), which never "
-            f"runs code from the file. If you trust the file, re-save just its state dict, "
-            f"e.g. sd = torch.load(PATH, weights_only=False)['model'] (['state_dict'] for "
-            f"Lightning); safetensors.torch.save_file(sd, 'weights.safetensors'), and convert "
-            f"that") from None
+            f"runs code from the file. {resave}") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError,
             UnicodeDecodeError, KeyError, AttributeError, IndexError, TypeError) as err:
         raise ValueError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt? "
                          f"({type(err).__name__}: {str(err).strip()[:200]})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a dict of tensors")
-    return obj, config
 
 
 def state_dict_of(obj: dict[str, Any], source: str, where: str) -> dict[str, Tensor]:
