@@ -56,8 +56,8 @@ def run_vlm(args: Any, methods: list[str], keeps: list[float]) -> int:
         "layer": layer, "keeps": keeps, "places": places,
         "agreement": "greedy answer equal to the unreduced model's answer",
         "first_token_kl": "KL(unreduced || reduced) of the first answer token, nats",
-        "timing": "prefill (image encoding + one forward over the prompt), median of "
-                  "round-robin repeats, unreduced model in the same run",
+        "timing": "prefill (image encoding + one forward over the prompt); speed-up: median "
+                  "over rounds of the unreduced model's time just before / the variant's",
         "rows": results,
     }
     print(table(summary))
@@ -106,7 +106,7 @@ def plot(summary: dict, path: Path) -> None:
                 lines.setdefault(row["method"], []).append((row["keep"], row["agreement"]))
         for method, points in sorted(lines.items()):
             points.sort()
-            style = "--" if method in ("random", "pool2d") else "-"
+            style = "--" if method in ("random", "pool2d", "stride") else "-"  # baselines
             ax.plot(*zip(*points, strict=True), style, marker="o", label=method)
         ax.set_title(f"reduced at: {place}")
         ax.set_xlabel("visual tokens kept (ratio)")
