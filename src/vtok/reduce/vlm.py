@@ -322,6 +322,7 @@ class VlmReductionHandle:
         attn = None
         if self.reducer.name == "fastv":
             h, (cos, sin) = self.stash
+            self.stash = None  # do not keep layer K-1's input alive after the forward
             attn = last_token_attention(self.parts.layers[self.layer - 1], h, cos, sin, real)
         hidden = hidden.clone()
         for kind, where in call.kinds.items():
