@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,20 @@ def _images(args: ReduceBenchOptions, subject) -> tuple[Any, Any]:
     return center, random_crops(photos, size, args.random_crops)
 
 
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch uses `threads` threads (0: every core this process may run on) inside the block."""
+    import torch
+
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(threads or cores or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(args: ReduceBenchOptions) -> int:
     import torch
     from tqdm import tqdm
@@ -173,10 +188,7 @@ def run(args: ReduceBenchOptions) -> int:
         print(f"vtok reduce-bench: {err}", file=sys.stderr)
         return 2
     rows = bench.variants(methods, keeps)
-    threads = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(args.threads or cores or 1)
-    try:
+    with torch_threads(args.threads):
         measured = bench.count_variants(subject, rows, args.layer)
         live = sum(m.error is None for m in measured.values())
         steps = live * len(args.batch_sizes) * args.repeats + (len(rows) if inputs else 0)
@@ -191,8 +203,6 @@ def run(args: ReduceBenchOptions) -> int:
                 scores = fidelity.classifier_agreement(subject, rows, *inputs, args.layer,
                                                        progress=bar.update)
         used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads)
     columns = fidelity.FIDELITY_COLUMNS[subject.kind]
     summary = {
         "subject": {"name": subject.name, "kind": subject.kind, "image_size": subject.image_size,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ def run_vlm(args: Any, methods: list[str], keeps: list[float]) -> int:
     import torch
     from tqdm import tqdm
 
+    from vtok.cli.reduce_bench_cmd import torch_threads
     from vtok.eval import vlm_bench
     from vtok.eval.reduce_bench import parse_method
     from vtok.eval.reduce_fidelity import random_crops, read_photos
@@ -35,17 +35,12 @@ def run_vlm(args: Any, methods: list[str], keeps: list[float]) -> int:
     layer = 2 if args.layer is None else args.layer
     named = list(dict.fromkeys([*methods, *vlm_bench.BASELINES]))
     rows = vlm_bench.vlm_variants([parse_method(m) for m in named], keeps, places, layer)
-    threads = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(args.threads or cores or 1)
     steps = len(rows) * (1 + len(args.batch_sizes) * args.repeats)
-    try:
+    with torch_threads(args.threads):
         with tqdm(total=steps, desc="reduce-bench vlm", unit="step", disable=None) as bar:
             results = vlm_bench.run_vlm_bench(model, tokenizer, rows, crops, QUESTIONS[0],
                                               args.batch_sizes, args.repeats, bar.update)
         used = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads)
     summary = {
         "subject": {"name": str(args.vlm), "kind": "vlm", "weights": "trained",
                     "visual_tokens": model.config.image_seq_length,

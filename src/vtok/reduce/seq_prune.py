@@ -65,19 +65,16 @@ def pruned_layout(keep: Tensor, real: Tensor) -> PrunedLayout:
     return PrunedLayout(index, valid, L)
 
 
-def gather_tokens(t: Tensor, index: Tensor, dim: int = 1) -> Tensor:
-    """`t` with its sequence dimension `dim` taken at `index` `[B, M]` (batch is dim - 1).
+def gather_tokens(t: Tensor, index: Tensor) -> Tensor:
+    """`t` `[B or 1, L, ...]` with its sequence dimension taken at `index` `[B, M]`.
 
     A batch of one broadcast to B (rotary tables are often `[1, L, d]`) is expanded first.
     """
     B, M = index.shape
-    shape = list(t.shape)
-    if shape[dim - 1] == 1 and B > 1:
-        shape[dim - 1] = B
-        t = t.expand(*shape)
-    idx = index.view(*([1] * (dim - 1)), B, M, *([1] * (t.ndim - dim - 1)))
-    idx = idx.expand(*t.shape[: dim - 1], B, M, *t.shape[dim + 1:])
-    return torch.gather(t, dim, idx)
+    if t.shape[0] == 1 and B > 1:
+        t = t.expand(B, *t.shape[1:])
+    idx = index.view(B, M, *([1] * (t.ndim - 2))).expand(B, M, *t.shape[2:])
+    return torch.gather(t, 1, idx)
 
 
 def layout_mask(key_valid: Tensor, query_count: int, impl: str, dtype: torch.dtype) -> Tensor:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from vtok.reduce.base import REDUCERS, Protected, Reducer, TokenBatch, check_keep, merge_dest
+from vtok.reduce.pool import _pair
 from vtok.reduce.select import normalize, top_k_mask
 
 
@@ -47,16 +48,6 @@ def _frame_sides(n: int, frames: int, grid: tuple[int, int] | None) -> tuple[int
     if side * side != per:
         raise ValueError(f"give grid=(h, w): a frame of {per} tokens is not a square")
     return side, side
-
-
-def _grid(grid: Sequence[int] | None) -> tuple[int, int] | None:
-    if grid is None:
-        return None
-    ok = isinstance(grid, Sequence) and len(grid) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in grid)
-    if not ok:
-        raise ValueError(f"grid must be (h, w), two positive integers, got {grid!r}")
-    return (grid[0], grid[1])
 
 
 def _samples(batch: TokenBatch) -> Iterator[tuple[int, Tensor]]:
@@ -126,7 +117,7 @@ class Pool3d(Reducer):
                              f"got {stride!r}")
         self.stride = None if stride is None else tuple(stride)
         self.frames = _check_frames(frames)
-        self.grid = _grid(grid)
+        self.grid = None if grid is None else _pair("grid", grid)
         self.protected = protected
 
     def is_identity(self) -> bool:
