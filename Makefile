@@ -13,7 +13,7 @@ $(PY):
 # torch and torchvision are pinned here; a bare `torch` would pull a multi-GB build.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[test,dev,data,train,reduce,classifier,tokenize,eval,vlm]"
+	$(PY) -m pip install --quiet -e ".[test,dev,data,train,reduce,classifier,tokenize,eval,fid,vlm]"
 	touch $(STAMP)
 
 install: $(STAMP)

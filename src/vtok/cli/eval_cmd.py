@@ -45,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-features", action="store_true",
                         help="skip the EfficientNet-Lite0 feature distance")
     parser.add_argument("--inception-weights", type=Path, default=None, metavar="PATH",
-                        help="local FID Inception-v3 weights (torch-fidelity's file): adds real "
-                        "FID for the tokenizer rows; nothing is downloaded")
+                        help="local FID Inception-v3 weights (torch-fidelity's "
+                        "pt_inception-2015-12-05 .pth, or .safetensors): adds real FID to "
+                        "every row; nothing is downloaded")
     parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, "
                         "cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0)

@@ -43,8 +43,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
              for s in run.settings]
     probed = _robustness_settings(run.settings) if config.robustness else set()
     reference = GaussianStats() if run.scorer.features is not None else None
-    fids = ({id(s): _fresh_fid(run) for s in run.settings if s.kind == "tokenizer"}
-            if run.fid is not None else {})
+    inception = GaussianStats() if run.inception is not None else None
     skipped: list[dict[str, str]] = []
     names: list[str] = []
     kept: list[torch.Tensor] = []
@@ -57,14 +56,14 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             kept += list(originals[: max(0, max(config.keep, config.text_photos) - len(kept))])
             if reference is not None:
                 reference.add(run.scorer.features(originals))
-            for fid in fids.values():
-                fid.update(originals, real=True)
+            if inception is not None:
+                inception.add(run.inception(originals))
             for setting, row in zip(run.settings, stats):
                 coded = setting.code(originals)
                 feats = run.scorer.features(coded.recons) if reference is not None else None
                 row.add(coded, run.scorer.quality(originals, coded.recons), feats)
-                if id(setting) in fids:
-                    fids[id(setting)].update(coded.recons, real=False)
+                if inception is not None:
+                    row.inception_stats.add(run.inception(coded.recons))
                 if id(setting) in probed:
                     _probe(setting, coded, originals, row, run, index)
                 bar.update(len(originals))
@@ -72,22 +71,13 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     if not names:
         raise EvalError(f"none of the {len(run.files)} image files could be read "
                         f"(first: {skipped[0]['file']}: {skipped[0]['reason']})")
-    for setting, row in zip(run.settings, stats):
-        if id(setting) in fids:
-            row.fid = fids[id(setting)].compute()
     text_originals: list[TextImage] = []
     if run.reader is not None:
         text_originals = _text_fidelity(run, stats, kept[: config.text_photos])
-    rows = [row.row(reference) for row in stats]
+    rows = [row.row(reference, inception) for row in stats]
     results = _summary(run, rows, names, skipped, started)
     _write(Path(config.out), results, stats, kept[: config.keep], text_originals, run)
     return results
-
-
-def _fresh_fid(run: Run) -> Any:
-    from vtok.eval.features import InceptionFID
-
-    return InceptionFID(run.config.inception_weights, run.device)
 
 
 def _robustness_settings(settings: Sequence[TokenizerSetting | CodecSetting]) -> set[int]:

@@ -86,7 +86,7 @@ class Run:
     files: list[Path]
     scorer: Scorer
     reader: Any = None
-    fid: Any = None
+    inception: Any = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -173,16 +173,14 @@ def prepare(config: EvalConfig) -> Run:
     codecs, missing = codec_settings(list(config.codecs), config.qualities)
     settings += codecs
     notes = [f"{c.upper()} is not in this Pillow build: not measured" for c in missing]
-    fid = None
+    inception = None
     if config.inception_weights is not None:  # before the other networks: a bad file fails fast
-        from vtok.eval.features import InceptionFID
+        from vtok.eval.features import InceptionFeatures
 
         try:
-            fid = InceptionFID(config.inception_weights, device)
+            inception = InceptionFeatures(config.inception_weights, device)
         except ValueError as err:
             raise EvalError(str(err)) from None
-        notes.append("FID (Inception-v3, from --inception-weights) is measured for the "
-                     "tokenizer rows only")
     try:
         alex = LPIPS("alex", cache=config.cache).to(device)
     except MissingAssetError as err:
@@ -209,7 +207,7 @@ def prepare(config: EvalConfig) -> Run:
         except ImportError as err:
             notes.append(f"text fidelity not measured: {err}")
     return Run(config, device, settings, files, Scorer(alex, vgg, features, device),
-               reader, fid, notes)
+               reader, inception, notes)
 
 
 def batches(files: Sequence[Path], size: int, batch_size: int, skipped: list[dict[str, str]]

@@ -292,7 +292,10 @@ LPIPS: AlexNet and VGG16 with the v0.1 heads.</li>
 <li>Feature distance: the Fréchet distance between Gaussians fitted to EfficientNet-Lite0's
 1280-d pooled features (224x224 view) of originals and reconstructions. It is not FID.
 With {n} images the covariance of 1280 dimensions is poorly estimated: the value is biased
-upwards and depends on the number of images; compare rows of this run only.</li>
+upwards and depends on the number of images; compare rows of this run only. FID, with
+--inception-weights: the same distance on Inception-v3's 2048-d pool features (torch-fidelity's
+FID network, images rounded to 8 bits and resized to 299x299 inside it), with the same
+caveat, stronger: FID papers use 50,000 images.</li>
 <li>Codebook usage: share of the codes used at least once over the set; perplexity:
 exp(entropy) of the code frequencies. Images/s include the first batch's warm-up.</li>
 <li>Robustness: decode after replacing p % of the indices with uniformly random codes (each

@@ -4,8 +4,9 @@
   ImageNet model of `vtok.eval.classifier`), on the standard 224x224 evaluation view. The
   Fréchet distance over them is named "Fréchet distance (EfficientNet-Lite0)", never FID: FID
   is defined on Inception-v3's pool features, whose weights do not ship offline.
-- `InceptionFID`: real FID through torchmetrics (torch-fidelity's FID Inception-v3), only with
-  a weights file the user has; nothing is downloaded.
+- `InceptionFeatures`: Inception-v3's 2048-d pool features through torch-fidelity's FID
+  Inception-v3, only with a weights file the user has (nothing is downloaded); the Fréchet
+  distance over them is real FID.
 
 Sample-size caveat: a Fréchet distance is biased upwards for small sets (its covariance is
 estimated from N images in 1280 or 2048 dimensions; below a few thousand images the value
@@ -14,6 +15,7 @@ depends strongly on N). Compare numbers only between rows of one run (same image
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -104,38 +106,67 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
-class InceptionFID:
-    """Real FID (2048-d Inception-v3 pool features) from a local weights file; needs torchmetrics
-    and torch-fidelity (`pip install 'vtok[fid]'`). `update(images, real)` then `compute()`."""
+class InceptionFeatures:
+    """`extractor(images [B, 3, H, W] in [0, 1]) -> [B, 2048]` float64 Inception-v3 pool
+    features, the ones FID is defined on, through torch-fidelity's FID Inception-v3 (the
+    TF-compatible port every FID library uses; `pip install 'vtok[fid]'`) with a weights file
+    the user has: `.safetensors`, or a `.pt`/`.pth` of plain tensors (torch-fidelity's own
+    `pt_inception-2015-12-05-*.pth` is one). Nothing is downloaded. Images are rounded to
+    8 bits first, as FID's reference code sees them, and resized to 299x299 inside the network
+    as TensorFlow 1 did for the published FID numbers (torchmetrics' FID resizes with
+    antialiasing instead, so its values differ for other sizes)."""
 
     def __init__(self, weights: str | Path, device: torch.device | str = "cpu") -> None:
         weights = Path(weights)
         if not weights.is_file():
             raise ValueError(f"--inception-weights {weights}: no such file")
-        from vtok.models.convert import torch_load_tensors
-
-        # the library unpickles the file itself: only a file of plain tensors gets that far
+        state = _inception_state(weights)
         try:
-            torch_load_tensors(weights, "If you trust the file, re-save just its state dict "
-                               "(torch.save(model.state_dict(), PATH)) and pass that")
-        except ValueError as err:
-            raise ValueError(f"--inception-weights {err}") from None
-        try:
-            from torchmetrics.image.fid import FrechetInceptionDistance
+            from torch_fidelity.feature_extractor_inceptionv3 import (
+                FeatureExtractorInceptionV3,
+            )
         except ImportError as err:
-            raise ValueError(f"real FID needs torchmetrics and torch-fidelity "
-                             f"(pip install 'vtok[fid]'): {err}") from None
-        try:
-            self.metric = FrechetInceptionDistance(
-                feature=2048, normalize=True, feature_extractor_weights_path=str(weights)
-            ).to(device)
-        except Exception as err:  # the library names what is wrong with the file
-            raise ValueError(f"--inception-weights {weights}: cannot build the FID Inception "
-                             f"model ({type(err).__name__}: {err})") from None
+            raise ValueError(f"real FID needs torch-fidelity (pip install 'vtok[fid]'): "
+                             f"{err}") from None
+        # torch-fidelity reads its weights with a full unpickler; hand it a copy of the tensors
+        # loaded above instead of the user's file
+        with tempfile.TemporaryDirectory() as folder:
+            copy = Path(folder) / "inception.pt"
+            torch.save(state, copy)
+            try:
+                self.model = FeatureExtractorInceptionV3(
+                    "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(copy))
+            except Exception as err:  # noqa: BLE001 - the library names what does not fit
+                detail = " ".join(str(err).split())[:200]
+                raise ValueError(f"--inception-weights {weights}: not the weights of FID's "
+                                 f"Inception-v3 ({type(err).__name__}: {detail})") from None
+        self.model.to(device)
         self.device = device
 
-    def update(self, images: Tensor, real: bool) -> None:
-        self.metric.update(images.to(self.device), real=real)
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> Tensor:
+        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        (pooled,) = self.model(pixels.to(self.device))
+        return pooled.double().cpu()
 
-    def compute(self) -> float:
-        return float(self.metric.compute())
+
+def _inception_state(weights: Path) -> dict[str, Tensor]:
+    if weights.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(weights))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"--inception-weights {weights}: not a readable safetensors file "
+                             f"({err})") from None
+    from vtok.models.convert import torch_load_tensors
+
+    try:
+        state = torch_load_tensors(weights, "If you trust the file, re-save just its state "
+                                   "dict (torch.save(model.state_dict(), PATH)) and pass that")
+    except ValueError as err:
+        raise ValueError(f"--inception-weights {err}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"--inception-weights {weights}: holds no state dict of tensors")
+    return state

@@ -71,7 +71,7 @@ class RowStats:
     text: TextScore | None = None
     text_bpp: float | None = None
     text_recons: list[torch.Tensor] = field(default_factory=list)
-    fid: float | None = None
+    inception_stats: GaussianStats = field(default_factory=GaussianStats)
 
     def add(self, coded: Coded, scores: dict[str, torch.Tensor],
             features: torch.Tensor | None) -> None:
@@ -111,7 +111,8 @@ class RowStats:
         entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
         return (self.histogram > 0).double().mean().item(), math.exp(entropy)
 
-    def row(self, reference_features: GaussianStats | None) -> dict[str, Any]:
+    def row(self, reference_features: GaussianStats | None,
+            reference_inception: GaussianStats | None = None) -> dict[str, Any]:
         from vtok.eval.features import frechet_distance
 
         mean = {k: (self.sums[k] / self.images if k in self.sums else None)
@@ -120,6 +121,9 @@ class RowStats:
         frechet = None
         if reference_features is not None and self.feature_stats.count >= 2:
             frechet = frechet_distance(reference_features, self.feature_stats)
+        fid = None
+        if reference_inception is not None and self.inception_stats.count >= 2:
+            fid = frechet_distance(reference_inception, self.inception_stats)
         tokenizer = self.kind == "tokenizer"
         return {
             "method": self.method, "kind": self.kind, "setting": self.setting,
@@ -130,7 +134,7 @@ class RowStats:
             "bpp_file_entropy": (self.file_bytes * 8 / self.pixels
                                  if self.coding == "entropy-coded" else None),
             **mean,
-            "frechet_effnet": frechet, "fid_inception": self.fid,
+            "frechet_effnet": frechet, "fid_inception": fid,
             "codebook_usage": usage, "codebook_perplexity": perplexity,
             "encode_images_per_s": self.images / self.encode_s if self.encode_s else None,
             "decode_images_per_s": self.images / self.decode_s if self.decode_s else None,
