@@ -70,6 +70,14 @@ def test_batches_give_per_image_distances_and_gradients(alex):
     assert all(p.grad is None for p in alex.parameters())
 
 
+def test_distance_to_stored_reference_features_equals_the_pairwise_call(alex):
+    x, y, z = torch.rand(3, 2, 3, 48, 48).unbind(0)
+    reference = alex.unit_features(x)  # once, then reused for every reconstruction
+    for other in (y, z, x):
+        assert torch.allclose(alex.distance(reference, other), alex(x, other), atol=1e-6)
+    assert alex.distance(reference, x).abs().max().item() == 0.0
+
+
 def test_vgg_variant_loads_and_orders_distortions():
     vgg = LPIPS("vgg")
     x = _tensor(_astronaut_256())[:, :, :128, :128]

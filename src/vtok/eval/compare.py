@@ -58,14 +58,16 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
                 reference.add(run.scorer.features(originals))
             if inception is not None:
                 inception.add(run.inception(originals))
+            lpips_reference = run.scorer.reference(originals)
             for setting, row in zip(run.settings, stats):
                 coded = setting.code(originals)
                 feats = run.scorer.features(coded.recons) if reference is not None else None
-                row.add(coded, run.scorer.quality(originals, coded.recons), feats)
+                row.add(coded, run.scorer.quality(originals, coded.recons, lpips_reference),
+                        feats)
                 if inception is not None:
                     row.inception_stats.add(run.inception(coded.recons))
                 if id(setting) in probed:
-                    _probe(setting, coded, originals, row, run, index)
+                    _probe(setting, coded, lpips_reference, row, run, index)
                 bar.update(len(originals))
     bar.close()
     if not names:
@@ -89,15 +91,15 @@ def _robustness_settings(settings: Sequence[TokenizerSetting | CodecSetting]) ->
     return set(last.values())
 
 
-def _probe(setting: TokenizerSetting, coded, originals: torch.Tensor, row: RowStats, run: Run,
-           batch_index: int) -> None:
+def _probe(setting: TokenizerSetting, coded, lpips_reference: dict[str, list[torch.Tensor]],
+           row: RowStats, run: Run, batch_index: int) -> None:
     generator = torch.Generator().manual_seed(run.config.seed * 1_000_003 + batch_index)
     sums = {}
     for p in run.config.fractions:
         damaged = corrupt(coded.tokens, p, setting.tok.codebook_size, generator)
         recons = setting.decode_tokens(damaged)
-        sums[p] = float(run.scorer.lpips(run.scorer.lpips_alex, originals, recons).sum())
-    row.add_robustness(sums, len(originals))
+        sums[p] = float(run.scorer.lpips("lpips_alex", lpips_reference, recons).sum())
+    row.add_robustness(sums, len(coded.recons))
 
 
 def _text_fidelity(run: Run, stats: list[RowStats], photos: list[torch.Tensor]

@@ -29,17 +29,28 @@ class Scorer:
         self.device = device
 
     @torch.no_grad()
-    def lpips(self, net: LPIPS, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return net(a.to(self.device), b.to(self.device)).double().cpu()
+    def reference(self, originals: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """The LPIPS networks' features of a batch of originals, computed once for all the
+        settings scored against it."""
+        x = originals.to(self.device)
+        nets = {"lpips_alex": self.lpips_alex, "lpips_vgg": self.lpips_vgg}
+        return {key: net.unit_features(x) for key, net in nets.items() if net is not None}
 
-    def quality(self, originals: torch.Tensor, recons: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-image scores of one batch ([B, 3, H, W] in [0, 1], on the CPU)."""
-        scores = {"psnr": psnr(originals, recons), "ssim": ssim(originals, recons),
-                  "lpips_alex": self.lpips(self.lpips_alex, originals, recons)}
+    @torch.no_grad()
+    def lpips(self, key: str, reference: dict[str, list[torch.Tensor]],
+              recons: torch.Tensor) -> torch.Tensor:
+        net = self.lpips_alex if key == "lpips_alex" else self.lpips_vgg
+        return net.distance(reference[key], recons.to(self.device)).double().cpu()
+
+    def quality(self, originals: torch.Tensor, recons: torch.Tensor,
+                reference: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Per-image scores of one batch ([B, 3, H, W] in [0, 1], on the CPU); `reference` is
+        `self.reference(originals)`."""
+        scores = {"psnr": psnr(originals, recons), "ssim": ssim(originals, recons)}
         if min(originals.shape[-2:]) >= MS_SSIM_MIN_SIDE:
             scores["ms_ssim"] = ms_ssim(originals, recons)
-        if self.lpips_vgg is not None:
-            scores["lpips_vgg"] = self.lpips(self.lpips_vgg, originals, recons)
+        for key in reference:
+            scores[key] = self.lpips(key, reference, recons)
         return scores
 
 

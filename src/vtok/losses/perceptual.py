@@ -95,15 +95,25 @@ class LPIPS(nn.Module):
             outs.append(x)
         return outs
 
+    def unit_features(self, x: Tensor) -> list[Tensor]:
+        """Each stage's features, scaled to unit length along channels: what `distance`
+        compares. Computing them once for a reference batch saves half the work of scoring
+        many reconstructions against it."""
+        return [f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for f in self.features(x)]
+
+    def distance(self, reference: list[Tensor], y: Tensor) -> Tensor:
+        """LPIPS between the images whose `unit_features` are `reference` and `y`."""
+        return self._total(reference, self.unit_features(y))
+
+    def _total(self, fx: list[Tensor], fy: list[Tensor]) -> Tensor:
+        total = fy[0].new_zeros(fy[0].shape[0])
+        for head, a, b in zip(self.heads, fx, fy):
+            total = total + head((a - b).pow(2)).mean((1, 2, 3))
+        return total
+
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"LPIPS needs two [B, 3, H, W] images of one shape, got "
                              f"{tuple(x.shape)} and {tuple(y.shape)}")
-        total = x.new_zeros(x.shape[0])
-        both = self.features(torch.cat([x, y]))
-        for head, f in zip(self.heads, both):
-            fx, fy = f.chunk(2)
-            fx = fx / (fx.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            fy = fy / (fy.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            total = total + head((fx - fy).pow(2)).mean((1, 2, 3))
-        return total
+        both = [f.chunk(2) for f in self.unit_features(torch.cat([x, y]))]
+        return self._total([f[0] for f in both], [f[1] for f in both])
