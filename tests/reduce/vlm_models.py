@@ -143,3 +143,71 @@ def split_qwen(batch: dict, items_per_sample) -> list[dict]:
                 used[kind] += count
         out.append(one)
     return out
+
+
+def tiny_llava_next(attn: str = "sdpa", seed: int = 0):
+    """LLaVA-NeXT (anyres tiles + a newline token per row of features), the tiny LLaVA's sizes."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+    )
+
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                              num_attention_heads=4, image_size=32, patch_size=8)
+    text = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       pad_token_id=PAD)
+    config = LlavaNextConfig(vision_config=vision, text_config=text, image_token_id=IMAGE,
+                             vision_feature_layer=-2, vision_feature_select_strategy="default",
+                             image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]],
+                             projector_hidden_act="gelu")
+    model = LlavaNextForConditionalGeneration(config).eval()
+    model.set_attn_implementation(attn)
+    return model
+
+
+NEXT_SIZES = ((30, 60), (64, 64), (60, 30))  # image (height, width): 3, 5 and 3 tiles
+
+
+def llava_next_batch(model, images_per_sample=(1, 2), text_lengths=(3, 6), seed: int = 1):
+    """Left-padded LLaVA-NeXT prompts; each image's placeholder count is what the model's own
+    packing gives its size (tiles, unpadding, newline tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    count = sum(images_per_sample)
+    sizes = torch.tensor(NEXT_SIZES[:count])
+    pixels = torch.rand(count, 5, 3, 32, 32, generator=g)  # up to 5 tiles per image
+    with torch.no_grad():
+        features = model.model.get_image_features(
+            pixels, sizes, vision_feature_layer=-2,
+            vision_feature_select_strategy="default").pooler_output
+    tokens = [int(f.shape[0]) for f in features]
+    rows, used = [], 0
+    for images, length in zip(images_per_sample, text_lengths, strict=True):
+        row = torch.randint(7, 64, (length,), generator=g).tolist()
+        for n in tokens[used:used + images]:
+            row += [IMAGE] * n + torch.randint(7, 64, (1,), generator=g).tolist()
+        used += images
+        rows.append(row + torch.randint(7, 64, (2,), generator=g).tolist())
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), PAD)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels,
+            "image_sizes": sizes}, tokens
+
+
+def split_llava_next(batch: dict, images_per_sample) -> list[dict]:
+    out, first = [], 0
+    for i, images in enumerate(images_per_sample):
+        real = batch["attention_mask"][i].bool()
+        out.append({"input_ids": batch["input_ids"][i][real][None],
+                    "attention_mask": batch["attention_mask"][i][real][None],
+                    "pixel_values": batch["pixel_values"][first:first + images],
+                    "image_sizes": batch["image_sizes"][first:first + images]})
+        first += images
+    return out

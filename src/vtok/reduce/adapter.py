@@ -40,7 +40,8 @@ from vtok.reduce.base import Reducer, create_reducer
 from vtok.reduce.cls_attn import ClsAttentionMerge
 from vtok.reduce.model_parts import TransformerParts, find_parts, num_heads
 from vtok.reduce.plan import ReductionPlan
-from vtok.reduce.vlm import VlmReductionHandle, attach_vlm
+from vtok.reduce.vlm import VlmReductionHandle
+from vtok.reduce.vlm_attach import attach_vlm
 from vtok.reduce.vlm_parts import find_vlm_parts
 
 # blocks with a live attach: a second attach on them is refused (hooks would interleave)

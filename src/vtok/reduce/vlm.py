@@ -1,7 +1,9 @@
 """Visual-token reduction inside Hugging Face vision-language models, by hooks alone.
 
 `attach(model, method, keep=..., where=..., layer=...)` on a LLaVA or Qwen2-VL model (see
-`vlm_parts`) reduces each image's (or video's) tokens with any registered reducer:
+`vlm_parts`; `vlm_attach` checks the request and hooks this module's handle in, `vlm_items`
+counts the images and videos) reduces each image's (or video's) tokens with any registered
+reducer:
 
 - where="vision" (LLaVA): on the vision tower's selected features, before the projector,
   so the projector runs on fewer tokens (VisionZip's place: `cls_attn` gets the CLS row and
@@ -37,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from vtok.reduce.attention import cls_attention
-from vtok.reduce.base import REDUCERS, Reducer, create_reducer
+from vtok.reduce.base import Reducer
 from vtok.reduce.plan import ReductionPlan
 from vtok.reduce.seq_prune import (
     PrunedLayout,
@@ -46,17 +48,12 @@ from vtok.reduce.seq_prune import (
     layout_mask,
     pruned_layout,
 )
-from vtok.reduce.vlm_parts import (
-    VlmParts,
-    check_attention,
-    query_key_projections,
-    vision_blocks,
-)
+from vtok.reduce.vlm_items import equal_groups, item_counts, scatter_back
+from vtok.reduce.vlm_parts import VlmParts
 from vtok.reduce.vlm_score import last_token_attention
 
-WHERE = ("vision", "projector", "llm")
 # models with a live attach: a second one is refused (hooks would interleave)
-_ATTACHED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+ATTACHED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 @dataclass
@@ -109,7 +106,7 @@ class VlmReductionHandle:
         for h in self.handles:
             h.remove()
         self.handles.clear()
-        _ATTACHED.discard(self.parts.outer)
+        ATTACHED.discard(self.parts.outer)
         self.layout = self.layer_kwargs = None
 
     def __enter__(self) -> VlmReductionHandle:
@@ -143,7 +140,8 @@ class VlmReductionHandle:
         self.call.kinds = {k: input_ids == v for k, v in ids.items()}
         self.call.visual = torch.stack(list(self.call.kinds.values())).any(0)
         for kind in self.call.kinds:
-            counts = self._item_counts(kind, encoded.get(kind), pixels.get(kind), kwargs)
+            counts = item_counts(self.parts, self.call.kinds[kind], encoded.get(kind),
+                                 pixels.get(kind), kwargs.get(f"{kind}_grid_thw"))
             if counts is not None:
                 self.call.counts[kind] = counts
         self._item_grids(kwargs)
@@ -169,26 +167,6 @@ class VlmReductionHandle:
             position = position[None].expand(3, -1, -1)
             position = position + (0 if deltas is None else deltas.to(ids.device))
         kwargs["position_ids"] = position
-
-    def _item_counts(self, kind: str, encoded: Any, pixels: Tensor | None,
-                     kwargs: dict) -> list[int] | None:
-        """Tokens per image (or video) of `kind` in this forward, in their sequence order."""
-        if encoded is not None:  # features encoded beforehand (generate does that)
-            return [int(f.shape[0]) for f in encoded.pooler_output]
-        grid = kwargs.get(f"{kind}_grid_thw")
-        if grid is not None:  # Qwen: t x h x w patches, merged m x m
-            m = self.parts.merge_size
-            return [int(t) * (int(h) // m) * (int(w) // m) for t, h, w in grid.tolist()]
-        if pixels is not None and self.parts.features_packed:  # LLaVA: equal shares
-            images = pixels.shape[0]
-            return [int(self.call.kinds[kind].sum()) // images] * images
-        if pixels is not None:  # other layouts: each run of placeholders is one item
-            runs = []
-            for row in self.call.kinds[kind].int():
-                edges = torch.diff(row, prepend=row.new_zeros(1), append=row.new_zeros(1))
-                runs += ((edges == -1).nonzero() - (edges == 1).nonzero()).flatten().tolist()
-            return runs
-        return None
 
     def _item_grids(self, kwargs: dict) -> None:
         """Token grids (rows, columns) per item, for grid-aware reducers such as pool2d.
@@ -329,7 +307,9 @@ class VlmReductionHandle:
             rows, cols = where.nonzero(as_tuple=True)
             if rows.numel() == 0:
                 continue
-            for counts, grid, starts in self._groups(kind, rows.numel()):
+            for counts, grid, starts in equal_groups(
+                    kind, call.counts.get(kind), call.grids.get(kind), rows.numel(),
+                    call.visual.device):
                 pos_r = rows[starts[:, None] + torch.arange(counts, device=rows.device)]
                 pos_c = cols[starts[:, None] + torch.arange(counts, device=rows.device)]
                 x = hidden[pos_r, pos_c]
@@ -339,20 +319,6 @@ class VlmReductionHandle:
                 hidden[pos_r, pos_c] = torch.where(item_keep[..., None], full, x)
                 keep[pos_r, pos_c] = item_keep
         return hidden, keep
-
-    def _groups(self, kind: str, total: int) -> list[tuple[int, Any, Tensor]]:
-        """Items of one kind as (tokens each, grid, start offsets) groups of equal size."""
-        counts = self.call.counts.get(kind)
-        grids = self.call.grids.get(kind)
-        if counts is None:  # no pixel values came with this forward: the whole run is one
-            counts, grids = [total], [None]
-        if sum(counts) != total:
-            raise RuntimeError(f"{kind} items hold {sum(counts)} tokens, the sequence {total}")
-        starts = torch.tensor([0, *counts[:-1]], device=self.call.visual.device).cumsum(0)
-        groups: dict[tuple[int, Any], list[int]] = {}
-        for i, (n, g) in enumerate(zip(counts, grids, strict=True)):
-            groups.setdefault((n, g), []).append(i)
-        return [(n, g, starts[idx]) for (n, g), idx in groups.items()]
 
     def _reducer_for(self, grid: tuple[int, int, int] | None) -> Reducer:
         """The reducer told the item's token grid: frames and frame grid for video reducers
@@ -404,108 +370,3 @@ class VlmReductionHandle:
         full, keep = scatter_back(plan, out)
         self.pending.setdefault("image", []).append(keep.flatten())
         return full
-
-
-def scatter_back(plan: ReductionPlan, reduced: Tensor) -> tuple[Tensor, Tensor]:
-    """Reduced tokens `[B, M, C]` back into `[B, N, C]` at their representatives' slots.
-
-    Returns the full tensor (zeros on dropped slots) and the `[B, N]` keep mask.
-    """
-    B, N = plan.assign.shape
-    full = reduced.new_zeros(B, N, reduced.shape[-1])
-    keep = torch.zeros(B, N, dtype=torch.bool, device=reduced.device)
-    rep = plan.kept.clamp(min=0)
-    rows = torch.arange(B, device=reduced.device)[:, None].expand_as(rep)
-    ok = plan.mask
-    full[rows[ok], rep[ok]] = reduced[ok]
-    keep[rows[ok], rep[ok]] = True
-    return full, keep
-
-
-def attach_vlm(parts: VlmParts, method: str, keep: float | None = None, r: int | None = None,
-               where: str = "projector", layer: int | None = None,
-               **options: Any) -> VlmReductionHandle:
-    """Reduce a VLM's visual tokens with reducer `method` (see the module docstring)."""
-    if where not in WHERE:
-        raise ValueError(f"where must be one of {WHERE}, got {where!r}")
-    if method not in REDUCERS.names():
-        raise ValueError(f"unknown reduction method {method!r}; registered: "
-                         f"{', '.join(sorted(REDUCERS.names()))}")
-    check_attention(parts)
-    if parts.outer in _ATTACHED:
-        raise ValueError("this model already has a token reduction attached; remove it (leave "
-                         "its `with` block) before attaching another")
-    if method == "fastv" and where != "llm":
-        raise ValueError("fastv scores tokens by the language model's attention: use where='llm'")
-    if where == "llm":
-        K = 2 if layer is None else layer
-        if isinstance(K, bool) or not isinstance(K, int) or not 0 <= K < parts.depth:
-            raise ValueError(f"layer must be a decoder layer index in [0, {parts.depth}), "
-                             f"got {layer!r}")
-        if method == "fastv" and K == 0:
-            raise ValueError("fastv needs layer >= 1: it scores with layer K-1's attention")
-        if method == "cls_attn":
-            raise ValueError("cls_attn needs the vision tower's CLS token: use where='vision' "
-                             "or 'projector' (or fastv inside the language model)")
-    else:
-        if layer is not None:
-            raise ValueError(f"layer= is for where='llm', not {where!r}")
-        K = 0
-        if parts.kind == "qwen2_vl" and where == "vision":
-            raise ValueError("Qwen2-VL's patch merger packs 2x2 patches into one token: "
-                             "reduce at where='projector' (its output) or 'llm'")
-        if parts.kind == "llava" and not parts.features_packed:
-            raise ValueError(f"{type(parts.outer).__name__} packs image features in tiles; "
-                             "only where='llm' is supported for it")
-    protected = 0
-    if where != "llm" and parts.kind == "llava":
-        strategy = getattr(parts.outer.config, "vision_feature_select_strategy", "default")
-        protected = 1 if strategy == "full" else 0
-    options.setdefault("protected", protected)
-    amounts = {k: v for k, v in (("keep", keep), ("r", r)) if v is not None}
-    reducer = create_reducer(method, **amounts, **options)
-    handle = VlmReductionHandle(parts, reducer, where, K)
-    if reducer.is_identity():
-        return handle
-    try:
-        _register(handle, parts, method, where, K)
-    except Exception:
-        handle.remove()
-        raise
-    _ATTACHED.add(parts.outer)
-    return handle
-
-
-def _register(handle: VlmReductionHandle, parts: VlmParts, method: str, where: str,
-              K: int) -> None:
-    handle.hook(parts.outer, handle.outer_pre)
-    handle.hook(parts.language_model, handle.lm_pre)
-    handle.hook(parts.language_model, handle.lm_post, "post")
-    for i in range(K, parts.depth):
-        handle.hook(parts.layers[i], handle.layer_pre(i))
-    if method == "fastv":
-        handle.hook(parts.layers[K - 1], handle.stash_pre)
-    if parts.kind == "qwen2_vl":
-        handle.hook(parts.vision_tower, handle.visual_pre)
-    if where == "llm":
-        return
-    if parts.kind == "qwen2_vl":  # the merger's output is the first layer's input
-        return
-    if method == "cls_attn":
-        _hook_cls_row(handle, parts)
-    if where == "vision":
-        handle.hook(parts.projector, handle.projector_pre)
-    handle.hook(parts.projector, handle.projector_post, "post")
-
-
-def _hook_cls_row(handle: VlmReductionHandle, parts: VlmParts) -> None:
-    config = parts.outer.config
-    layer = config.vision_feature_layer
-    layer = layer[-1] if isinstance(layer, (list, tuple)) else int(layer)
-    blocks = vision_blocks(parts.vision_tower)
-    index = layer - 1 if layer > 0 else len(blocks) + layer
-    if not 0 <= index < len(blocks):
-        raise ValueError(f"cls_attn: vision_feature_layer {layer} has no attention block")
-    q, k = query_key_projections(blocks[index])
-    handle.hook(q, handle.qk_hook(0), "post")
-    handle.hook(k, handle.qk_hook(1), "post")

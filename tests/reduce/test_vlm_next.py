@@ -1,0 +1,76 @@
+"""LLaVA-NeXT (anyres tiles, newline tokens, a different token count per image): reduction
+inside the language model, where each run of image placeholders is one image."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from tests.reduce.test_vlm import generate, hook_counts, logits
+from tests.reduce.vlm_models import llava_next_batch, split_llava_next, tiny_llava_next
+from vtok.reduce import attach, kept_count
+
+ITEMS = (1, 2)
+
+
+@functools.cache
+def model_and_batches(attn: str):
+    model = tiny_llava_next(attn)
+    batch, tokens = llava_next_batch(model, ITEMS)
+    return model, batch, split_llava_next(batch, ITEMS), tokens
+
+
+def test_images_of_different_sizes_give_different_token_counts():
+    *_, tokens = model_and_batches("sdpa")
+    assert len(set(tokens)) > 1  # the per-image bookkeeping is really exercised
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_keep_one_is_bit_exact_and_detach_restores(attn):
+    model, batch, _, _ = model_and_batches(attn)
+    reference = logits(model, batch)
+    hooks = hook_counts(model)
+    with attach(model, "tome", keep=1.0, where="llm", layer=1):
+        assert torch.equal(logits(model, batch), reference)
+    with attach(model, "divprune", keep=0.25, where="llm", layer=1):
+        assert logits(model, batch).shape[1] < reference.shape[1]
+    assert torch.equal(logits(model, batch), reference)
+    assert hook_counts(model) == hooks
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize(("method", "options"), [("fastv", {"layer": 2}),
+                                                 ("divprune", {"layer": 1}),
+                                                 ("random", {"layer": 1, "seed": 0})])
+def test_batch_gives_each_sample_what_it_gives_alone(method, options, attn):
+    model, batch, singles, tokens = model_and_batches(attn)
+    with attach(model, method, keep=0.25, where="llm", **options) as handle:
+        out = logits(model, batch)
+        before, after = handle.last_counts
+        assert before == sum(tokens)
+        assert after == sum(kept_count(n, 0.25) for n in tokens)  # each image its own share
+        together = generate(model, batch)
+        for i, single in enumerate(singles):
+            torch.testing.assert_close(out[i, -1], logits(model, single)[0, -1],
+                                       atol=2e-5, rtol=1e-5)
+            assert torch.equal(together[i], generate(model, single)[0])
+
+
+def test_cached_generation_equals_uncached():
+    model, batch, _, _ = model_and_batches("sdpa")
+    with attach(model, "divprune", keep=0.25, where="llm", layer=1):
+        cached = generate(model, batch)
+        assert torch.equal(cached, generate(model, batch, use_cache=False))
+    assert not torch.equal(cached, generate(model, batch))
+
+
+@pytest.mark.parametrize("where", ["vision", "projector"])
+def test_vision_and_projector_sides_are_refused_by_name(where):
+    model, batch, _, _ = model_and_batches("sdpa")
+    hooks = hook_counts(model)
+    with pytest.raises(ValueError, match="LlavaNextModel packs image features in tiles; only "
+                       "where='llm' is supported"):
+        attach(model, "tome", keep=0.5, where=where)
+    assert hook_counts(model) == hooks
