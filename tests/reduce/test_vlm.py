@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import pytest
 import torch
@@ -219,12 +220,18 @@ def test_video_reducers_see_the_frames(method, options):
     assert torch.equal(kept[torch.isin(kept, video)], video[:8])
 
 
-def test_text_only_inputs_run_unchanged():
+def test_text_only_inputs_run_unchanged_with_one_warning():
     model = tiny_llava()
     inputs = {"input_ids": torch.tensor([[9, 10, 11, 12]])}
     reference = logits(model, inputs)
     with attach(model, "tome", keep=0.5, where="projector"):
-        assert torch.equal(logits(model, inputs), reference)
+        with pytest.warns(UserWarning, match=r"tome reduction is attached but this prompt holds "
+                          r"no image or video tokens \(ids \[5\]\): it runs unreduced"):
+            assert torch.equal(logits(model, inputs), reference)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once per attach, and never for decoding steps
+            logits(model, inputs)
+            generate(model, llava_batch(LLAVA_ITEMS))
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class VlmReductionHandle:
         self.encoded_keeps: tuple[Any, dict[str, list[Tensor]]] = (None, {})
         self.encoded_grids: dict[str, Tensor | None] = {}
         self.cls_qk: list[Tensor | None] = [None, None]
+        self.warned_no_images = False
         self.on_hidden = where == "llm" or parts.kind == "qwen2_vl"
         protected = reducer.protected
         self.reducer_protected = protected if isinstance(protected, int) else len(protected)
@@ -139,6 +141,13 @@ class VlmReductionHandle:
         ids = self.parts.visual_token_ids
         self.call.kinds = {k: input_ids == v for k, v in ids.items()}
         self.call.visual = torch.stack(list(self.call.kinds.values())).any(0)
+        past = kwargs.get("past_key_values")
+        prefill = past is None or past.get_seq_length() == 0
+        if prefill and not bool(self.call.visual.any()) and not self.warned_no_images:
+            self.warned_no_images = True  # once per attach: text-only turns are legitimate
+            warnings.warn(f"{self.reducer.name} reduction is attached but this prompt holds no "
+                          f"image or video tokens (ids {sorted(ids.values())}): it runs "
+                          f"unreduced", stacklevel=2)
         for kind in self.call.kinds:
             counts = item_counts(self.parts, self.call.kinds[kind], encoded.get(kind),
                                  pixels.get(kind), kwargs.get(f"{kind}_grid_thw"))
