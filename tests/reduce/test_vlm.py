@@ -10,10 +10,12 @@ import torch
 
 from tests.reduce.vlm_models import (
     llava_batch,
+    llava_next_batch,
     qwen_batch,
     split_llava,
     split_qwen,
     tiny_llava,
+    tiny_llava_next,
     tiny_qwen2_vl,
 )
 from vtok.reduce import REDUCERS, attach
@@ -60,10 +62,15 @@ def shared_model(kind, attn):
     """One model per kind and attention for the tests that leave it as they found it (every
     attach here is removed again, which `test_keep_one_is_bit_exact_and_detach_restores`
     checks)."""
-    return tiny_llava(attn) if kind == "llava" else tiny_qwen2_vl(attn)
+    builders = {"llava": tiny_llava, "qwen": tiny_qwen2_vl, "llava_next": tiny_llava_next}
+    return builders[kind](attn)
 
 
 def model_and_batches(kind, attn):
+    if kind == "llava_next":  # each image's token count comes from the model's own packing
+        model = shared_model(kind, attn)
+        batch, _ = llava_next_batch(model, LLAVA_ITEMS)
+        return model, batch, split_llava(batch, LLAVA_ITEMS)
     if kind == "llava":
         model, batch = shared_model(kind, attn), llava_batch(LLAVA_ITEMS)
         return model, batch, split_llava(batch, LLAVA_ITEMS)
@@ -75,7 +82,7 @@ CASES = [("llava", *c) for c in LLAVA_CASES] + [("qwen", *c) for c in QWEN_CASES
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("kind", ["llava", "qwen"])
+@pytest.mark.parametrize("kind", ["llava", "qwen", "llava_next"])
 def test_keep_one_is_bit_exact_and_detach_restores(kind, attn):
     model, batch, _ = model_and_batches(kind, attn)
     reference = logits(model, batch)

@@ -1,5 +1,6 @@
 """LLaVA-NeXT (anyres tiles, newline tokens, a different token count per image): reduction
-inside the language model, where each run of image placeholders is one image."""
+inside the language model, where each run of image placeholders is one image (keep=1 and
+detach are checked with the other models in test_vlm)."""
 
 from __future__ import annotations
 
@@ -8,36 +9,22 @@ import functools
 import pytest
 import torch
 
-from tests.reduce.test_vlm import generate, hook_counts, logits
-from tests.reduce.vlm_models import llava_next_batch, split_llava_next, tiny_llava_next
+from tests.reduce import test_vlm
+from tests.reduce.test_vlm import LLAVA_ITEMS, generate, hook_counts, logits
+from tests.reduce.vlm_models import llava_next_batch
 from vtok.reduce import attach, kept_count
-
-ITEMS = (1, 2)
 
 
 @functools.cache
 def model_and_batches(attn: str):
-    model = tiny_llava_next(attn)
-    batch, tokens = llava_next_batch(model, ITEMS)
-    return model, batch, split_llava_next(batch, ITEMS), tokens
+    model, batch, singles = test_vlm.model_and_batches("llava_next", attn)
+    _, tokens = llava_next_batch(model, LLAVA_ITEMS)
+    return model, batch, singles, tokens
 
 
 def test_images_of_different_sizes_give_different_token_counts():
     *_, tokens = model_and_batches("sdpa")
     assert len(set(tokens)) > 1  # the per-image bookkeeping is really exercised
-
-
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_keep_one_is_bit_exact_and_detach_restores(attn):
-    model, batch, _, _ = model_and_batches(attn)
-    reference = logits(model, batch)
-    hooks = hook_counts(model)
-    with attach(model, "tome", keep=1.0, where="llm", layer=1):
-        assert torch.equal(logits(model, batch), reference)
-    with attach(model, "divprune", keep=0.25, where="llm", layer=1):
-        assert logits(model, batch).shape[1] < reference.shape[1]
-    assert torch.equal(logits(model, batch), reference)
-    assert hook_counts(model) == hooks
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

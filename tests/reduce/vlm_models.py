@@ -11,20 +11,23 @@ VIDEO = 6
 PAD = 0
 
 
-def tiny_llava(attn: str = "sdpa", strategy: str = "default", seed: int = 0):
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
+def _tiny_towers():
+    """The tiny CLIP vision tower and Llama language model of both LLaVA variants."""
+    from transformers import CLIPVisionConfig, LlamaConfig
 
-    torch.manual_seed(seed)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                               num_attention_heads=4, image_size=32, patch_size=8)
     text = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=4,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                        pad_token_id=PAD)
+    return vision, text
+
+
+def tiny_llava(attn: str = "sdpa", strategy: str = "default", seed: int = 0):
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    vision, text = _tiny_towers()
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE,
                          vision_feature_layer=-2, vision_feature_select_strategy=strategy,
                          projector_hidden_act="gelu")
@@ -37,15 +40,13 @@ def llava_tokens(strategy: str = "default") -> int:
     return 16 if strategy == "default" else 17
 
 
-def llava_batch(images_per_sample=(1, 2), text_lengths=(3, 6), seed: int = 1,
-                strategy: str = "default"):
-    """Left-padded prompts, each `text` tokens then its images' placeholders then 2 tokens."""
-    g = torch.Generator().manual_seed(seed)
-    n = llava_tokens(strategy)
+def llava_prompts(g: torch.Generator, image_tokens, text_lengths):
+    """Left-padded (input_ids, attention_mask): per sample, its text tokens, then for each of
+    its images that many placeholders and one text token, then 2 text tokens."""
     rows = []
-    for images, length in zip(images_per_sample, text_lengths, strict=True):
+    for counts, length in zip(image_tokens, text_lengths, strict=True):
         row = torch.randint(7, 64, (length,), generator=g).tolist()
-        for _ in range(images):
+        for n in counts:
             row += [IMAGE] * n + torch.randint(7, 64, (1,), generator=g).tolist()
         rows.append(row + torch.randint(7, 64, (2,), generator=g).tolist())
     width = max(map(len, rows))
@@ -54,18 +55,29 @@ def llava_batch(images_per_sample=(1, 2), text_lengths=(3, 6), seed: int = 1,
     for i, row in enumerate(rows):
         ids[i, width - len(row):] = torch.tensor(row)
         mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+def llava_batch(images_per_sample=(1, 2), text_lengths=(3, 6), seed: int = 1,
+                strategy: str = "default"):
+    """Left-padded prompts, each `text` tokens then its images' placeholders then 2 tokens."""
+    g = torch.Generator().manual_seed(seed)
+    n = llava_tokens(strategy)
+    ids, mask = llava_prompts(g, [[n] * images for images in images_per_sample], text_lengths)
     pixels = torch.rand(sum(images_per_sample), 3, 32, 32, generator=g)
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
 
 
 def split_llava(batch: dict, images_per_sample) -> list[dict]:
-    """Each sample of `llava_batch` alone, without padding."""
+    """Each sample of `llava_batch` (or `llava_next_batch`) alone, without padding."""
     out, first = [], 0
     for i, images in enumerate(images_per_sample):
         real = batch["attention_mask"][i].bool()
-        out.append({"input_ids": batch["input_ids"][i][real][None],
-                    "attention_mask": batch["attention_mask"][i][real][None],
-                    "pixel_values": batch["pixel_values"][first:first + images]})
+        one = {k: batch[k][i][real][None] for k in ("input_ids", "attention_mask")}
+        for key in ("pixel_values", "image_sizes"):
+            if key in batch:
+                one[key] = batch[key][first:first + images]
+        out.append(one)
         first += images
     return out
 
@@ -147,19 +159,10 @@ def split_qwen(batch: dict, items_per_sample) -> list[dict]:
 
 def tiny_llava_next(attn: str = "sdpa", seed: int = 0):
     """LLaVA-NeXT (anyres tiles + a newline token per row of features), the tiny LLaVA's sizes."""
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-    )
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
 
     torch.manual_seed(seed)
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                              num_attention_heads=4, image_size=32, patch_size=8)
-    text = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=4,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                       pad_token_id=PAD)
+    vision, text = _tiny_towers()
     config = LlavaNextConfig(vision_config=vision, text_config=text, image_token_id=IMAGE,
                              vision_feature_layer=-2, vision_feature_select_strategy="default",
                              image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]],
@@ -184,30 +187,8 @@ def llava_next_batch(model, images_per_sample=(1, 2), text_lengths=(3, 6), seed:
             pixels, sizes, vision_feature_layer=-2,
             vision_feature_select_strategy="default").pooler_output
     tokens = [int(f.shape[0]) for f in features]
-    rows, used = [], 0
-    for images, length in zip(images_per_sample, text_lengths, strict=True):
-        row = torch.randint(7, 64, (length,), generator=g).tolist()
-        for n in tokens[used:used + images]:
-            row += [IMAGE] * n + torch.randint(7, 64, (1,), generator=g).tolist()
-        used += images
-        rows.append(row + torch.randint(7, 64, (2,), generator=g).tolist())
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), PAD)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row)
-        mask[i, width - len(row):] = 1
+    starts = [sum(images_per_sample[:i]) for i in range(len(images_per_sample))]
+    ids, mask = llava_prompts(g, [tokens[a:a + n] for a, n in zip(starts, images_per_sample)],
+                              text_lengths)
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels,
             "image_sizes": sizes}, tokens
-
-
-def split_llava_next(batch: dict, images_per_sample) -> list[dict]:
-    out, first = [], 0
-    for i, images in enumerate(images_per_sample):
-        real = batch["attention_mask"][i].bool()
-        out.append({"input_ids": batch["input_ids"][i][real][None],
-                    "attention_mask": batch["attention_mask"][i][real][None],
-                    "pixel_values": batch["pixel_values"][first:first + images],
-                    "image_sizes": batch["image_sizes"][first:first + images]})
-        first += images
-    return out
