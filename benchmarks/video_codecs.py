@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="for torch and the codecs")
     parser.add_argument("--device", default="cpu", help="the tokenizer's and LPIPS's device")
     parser.add_argument("--cache", help="vtok cache folder (clips, LPIPS weights)")
-    parser.add_argument("--stick", type=float, default=0.0,
-                        help="the tokenizer's Conv3dTokenizer.stick (0: off)")
+    parser.add_argument("--stick", type=float, default=None,
+                        help="the tokenizer's Conv3dTokenizer.stick (default: the "
+                        "tokenizer's own, 0.5 for a VQ codebook; 0: nearest codes)")
     parser.add_argument("--json", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.frames < 2:
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     try:
         tok, directory, trained = load_tokenizer(args.tokenizer, args.device)
-        tok.stick = args.stick
+        if args.stick is not None:
+            tok.stick = args.stick
         multiple = grid_multiple(tok)
         if args.size and (args.size[0] % multiple or args.size[1] % multiple):
             raise ValueError(f"--size sides must be multiples of {multiple}")
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = {
         "tokenizer": {"spec": args.tokenizer, "id": tok.tokenizer_id, "trained": trained,
-                      "stick": args.stick,
+                      "stick": getattr(tok, "stick", 0.0),
                       "architecture": tok.architecture, "device": args.device},
         "clips": [{"name": c["name"], "frames": len(c["frames"]), "fps": str(c["fps"])}
                   for c in clips],

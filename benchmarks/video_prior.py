@@ -94,14 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=600, help="fitting steps of each prior")
     parser.add_argument("--measure-frames", type=int, default=33)
     parser.add_argument("--measure-size", type=int, default=256)
-    parser.add_argument("--stick", type=float, default=0.0,
-                        help="the tokenizer's Conv3dTokenizer.stick (0: off)")
+    parser.add_argument("--stick", type=float, default=None,
+                        help="the tokenizer's Conv3dTokenizer.stick (default: the "
+                        "tokenizer's own, 0.5 for a VQ codebook; 0: nearest codes)")
     parser.add_argument("--json", type=Path, default=OUT)
     args = parser.parse_args(argv)
     started = time.time()
     tok, directory = load_or_build(args.tokenizer)
     tok, trained = tok.eval(), directory is not None
-    tok.stick = args.stick  # for the training clips' tokens and the measured ones alike
+    if args.stick is not None:  # for the training clips' tokens and the measured ones alike
+        tok.stick = args.stick
     train_paths = [p for p in clip_paths("train") if p.name != STATIC]
     found = RandomClips(video_items(train_paths), args.size, tok.coded_frames(args.frames),
                         seed=1, min_scale=0.5)
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "codebook_size": k, "raw_bits_per_token": math.ceil(math.log2(k)),
         "train_clips": args.clips, "train_frames": args.frames, "size": args.size,
         "measure_frames": args.measure_frames, "measure_size": args.measure_size,
-        "steps": args.steps, "stick": args.stick, "left_out_of_training": STATIC,
+        "steps": args.steps, "stick": getattr(tok, "stick", 0.0), "left_out_of_training": STATIC,
         "temporal_prior_id": temporal.prior_id, "spatial_prior_id": spatial.prior_id,
         "fit_minutes": fit_minutes, "minutes": (time.time() - started) / 60,
         "machine": platform.machine(), "threads": torch.get_num_threads(), "rows": rows,

@@ -185,3 +185,24 @@ def test_fps_and_start_are_passed_to_the_reader(tokenizers, tmp_path):
     (entry,) = read_vtok(out).images
     assert entry.fps == (10, 1) and entry.frames == len(read_clip(clip, 256, start=0.04,
                                                                   fps=10).frames)
+
+
+def test_encode_sticks_by_default_for_a_vq_video_tokenizer_and_stick_0_turns_it_off(tmp_path):
+    torch.manual_seed(0)
+    tok = create_tokenizer("test-conv3d", quantizer="vq",
+                           quantizer_options={"codebook_size": 64}).eval()
+    tok.save_pretrained(tmp_path / "vq")
+    clip = write_clip(tmp_path / "clip.mkv")
+    frames = read_clip(clip, 256).frames[None]
+    stored = {}
+    for name, extra in (("default", []), ("off", ["--stick", "0"]), ("wide", ["--stick", "3"])):
+        out = tmp_path / f"{name}.vtok"
+        assert main(["encode", str(clip), "-t", str(tmp_path / "vq"), "-o", str(out),
+                     "--coding", "raw", *extra]) == 0
+        (stored[name],) = from_vtok(read_vtok(out), RawCoder(tok.codebook_size), tok)
+    with torch.no_grad():
+        for name, stick in (("default", 0.5), ("off", 0.0), ("wide", 3.0)):
+            tok.stick = stick
+            assert torch.equal(stored[name].indices, tok.encode(frames).indices), name
+    changes = {k: int((t.indices[:, 1:] != t.indices[:, :-1]).sum()) for k, t in stored.items()}
+    assert changes["wide"] < changes["off"], changes

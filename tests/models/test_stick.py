@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vtok import create_tokenizer
+from vtok.models.conv3d import DEFAULT_STICK
 
 VQ = dict(quantizer="vq", quantizer_options={"codebook_size": 64})
 
@@ -26,16 +27,26 @@ def tok():
     return tok
 
 
+def test_vq_video_tokenizers_stick_by_default_and_others_do_not(tok):
+    assert tok.stick == DEFAULT_STICK == 0.5
+    assert create_tokenizer("test-conv3d").stick == 0.0  # FSQ: nothing to keep
+    with torch.no_grad():
+        default = tok.encode(_clip()).indices
+        tok.stick = 0.5
+        assert torch.equal(tok.encode(_clip()).indices, default)
+
+
 def test_sticky_tokens_change_less_and_only_within_the_slack(tok):
     clip = _clip()
     with torch.no_grad():
-        plain = tok.encode(clip).indices
-        tok.stick = 0.5
+        tok.stick = 0.0
         try:
+            plain = tok.encode(clip).indices
+            tok.stick = 0.5
             sticky = tok.encode(clip).indices
             z = tok.encoder(tok._pixels_in(clip, 0, 9)).permute(0, 2, 3, 4, 1)
         finally:
-            tok.stick = 0.0
+            tok.stick = DEFAULT_STICK
     assert torch.equal(sticky[:, 0], plain[:, 0])  # the first latent frame: nearest codes
     changes = [(t[:, 1:] != t[:, :-1]).sum().item() for t in (plain, sticky)]
     assert changes[1] < changes[0], changes
@@ -56,7 +67,7 @@ def test_sticky_chunked_coding_equals_whole(tok):
             tok.chunk_frames = 4
             chunked = tok.encode(clip).indices
     finally:
-        tok.stick, tok.chunk_frames = 0.0, 16
+        tok.stick, tok.chunk_frames = DEFAULT_STICK, 16
     assert torch.equal(whole, chunked)
 
 

