@@ -307,7 +307,7 @@ def test_an_output_folder_that_cannot_be_made(conv, classes, tmp_path, capsys):
     assert "cannot write to" in capsys.readouterr().err
 
 
-def test_a_video_gives_frames_and_fps(tmp_path):
+def test_a_video_gives_frames_and_fps(tmp_path, capsys):
     av = pytest.importorskip("av")
     video = save_tokenizer(tmp_path / "vid", "test-conv3d")
     path = tmp_path / "in" / "clip.mkv"
@@ -329,6 +329,22 @@ def test_a_video_gives_frames_and_fps(tmp_path):
     assert (still["frames"], still["fps"], still["token_shape"]) == (1, 0.0, [1, 4, 4])
     assert pq.read_schema(out / "shard-00000.parquet").field("tokens").type == pa.list_(
         pa.uint16())  # 1000 FSQ codes
+    # a VQ video tokenizer's stick is in the manifest; a folder made with another is refused
+    vq = tmp_path / "vq"
+    torch.manual_seed(0)
+    from vtok.models import create_tokenizer
+
+    create_tokenizer("test-conv3d", quantizer="vq",
+                     quantizer_options={"codebook_size": 64}).save_pretrained(vq)
+    assert tokenize("-t", vq, "-i", tmp_path / "in", "-o", tmp_path / "vq_out") == 0
+    manifest_path = tmp_path / "vq_out" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["tokenizer"]["stick"] == 0.5
+    manifest["tokenizer"]["stick"] = 0.0  # as if made before the default changed
+    manifest_path.write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert tokenize("-t", vq, "-i", tmp_path / "in", "-o", tmp_path / "vq_out") == 2
+    assert "other options (the tokenizer's stick 0.0 -> 0.5)" in capsys.readouterr().err
     # an image tokenizer skips the video and names why
     conv = save_tokenizer(tmp_path / "conv")
     assert tokenize("-t", conv, "-i", tmp_path / "in", "-o", tmp_path / "o2") == 0

@@ -368,7 +368,9 @@ def header(tok, spec: str, options: TokenizeOptions, inputs: Inputs) -> dict[str
     return {
         "tokenizer": {"id": tok.tokenizer_id, "name": spec, "architecture": tok.architecture,
                       "config": tok.config.to_dict(), "codebook_size": tok.codebook_size,
-                      "token_type": str(token_type(tok.codebook_size))},
+                      "token_type": str(token_type(tok.codebook_size)),
+                      # a video tokenizer's encoding choice, outside its id: tokens depend on it
+                      **({"stick": tok.stick} if hasattr(tok, "stick") else {})},
         "options": options.to_dict(),
         "inputs": [str(p.resolve()) for p in inputs.sources],
         "columns": {name: str(kind) for name, kind in inputs.columns.items()},

@@ -176,6 +176,8 @@ class ShardFolder:
         changed = [f"--{k.replace('_', '-')} {old.get('options', {}).get(k)!r} -> {v!r}"
                    for k, v in self.header["options"].items()
                    if old.get("options", {}).get(k) != v]
+        if was.get("stick") != now.get("stick"):  # the tokenizer's default changed since
+            changed.append(f"the tokenizer's stick {was.get('stick')!r} -> {now.get('stick')!r}")
         if old.get("inputs") != self.header["inputs"]:
             changed.append(f"inputs {old.get('inputs')} -> {self.header['inputs']}")
         if changed:

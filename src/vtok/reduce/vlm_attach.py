@@ -21,7 +21,7 @@ WHERE = ("vision", "projector", "llm")
 def attach_vlm(parts: VlmParts, method: str, keep: float | None = None, r: int | None = None,
                where: str = "projector", layer: int | None = None,
                **options: Any) -> VlmReductionHandle:
-    """Reduce a VLM's visual tokens with reducer `method` (see the module docstring)."""
+    """Reduce a VLM's visual tokens with reducer `method` (see `vtok.reduce.vlm`)."""
     if where not in WHERE:
         raise ValueError(f"where must be one of {WHERE}, got {where!r}")
     if method not in REDUCERS.names():
