@@ -62,12 +62,13 @@ def shared_model(kind, attn):
     """One model per kind and attention for the tests that leave it as they found it (every
     attach here is removed again, which `test_keep_one_is_bit_exact_and_detach_restores`
     checks)."""
-    builders = {"llava": tiny_llava, "qwen": tiny_qwen2_vl, "llava_next": tiny_llava_next}
+    builders = {"llava": tiny_llava, "qwen": tiny_qwen2_vl, "llava_next": tiny_llava_next,
+                "llava_onevision": functools.partial(tiny_llava_next, onevision=True)}
     return builders[kind](attn)
 
 
 def model_and_batches(kind, attn):
-    if kind == "llava_next":  # each image's token count comes from the model's own packing
+    if kind.startswith("llava_"):  # each image's token count comes from the model's packing
         model = shared_model(kind, attn)
         batch, _ = llava_next_batch(model, LLAVA_ITEMS)
         return model, batch, split_llava(batch, LLAVA_ITEMS)
@@ -82,7 +83,7 @@ CASES = [("llava", *c) for c in LLAVA_CASES] + [("qwen", *c) for c in QWEN_CASES
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("kind", ["llava", "qwen", "llava_next"])
+@pytest.mark.parametrize("kind", ["llava", "qwen", "llava_next", "llava_onevision"])
 def test_keep_one_is_bit_exact_and_detach_restores(kind, attn):
     model, batch, _ = model_and_batches(kind, attn)
     reference = logits(model, batch)

@@ -1,6 +1,6 @@
-"""LLaVA-NeXT (anyres tiles, newline tokens, a different token count per image): reduction
-inside the language model, where each run of image placeholders is one image (keep=1 and
-detach are checked with the other models in test_vlm)."""
+"""LLaVA-NeXT and LLaVA-OneVision (anyres tiles, newline tokens, a different token count per
+image): reduction inside the language model, where each run of image placeholders is one
+image (keep=1 and detach are checked with the other models in test_vlm)."""
 
 from __future__ import annotations
 
@@ -14,25 +14,29 @@ from tests.reduce.test_vlm import LLAVA_ITEMS, generate, hook_counts, logits
 from tests.reduce.vlm_models import llava_next_batch
 from vtok.reduce import attach, kept_count
 
+KINDS = ["llava_next", "llava_onevision"]
+
 
 @functools.cache
-def model_and_batches(attn: str):
-    model, batch, singles = test_vlm.model_and_batches("llava_next", attn)
+def model_and_batches(kind: str, attn: str):
+    model, batch, singles = test_vlm.model_and_batches(kind, attn)
     _, tokens = llava_next_batch(model, LLAVA_ITEMS)
     return model, batch, singles, tokens
 
 
-def test_images_of_different_sizes_give_different_token_counts():
-    *_, tokens = model_and_batches("sdpa")
+@pytest.mark.parametrize("kind", KINDS)
+def test_images_of_different_sizes_give_different_token_counts(kind):
+    *_, tokens = model_and_batches(kind, "sdpa")
     assert len(set(tokens)) > 1  # the per-image bookkeeping is really exercised
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize(("method", "options"), [("fastv", {"layer": 2}),
                                                  ("divprune", {"layer": 1}),
                                                  ("random", {"layer": 1, "seed": 0})])
-def test_batch_gives_each_sample_what_it_gives_alone(method, options, attn):
-    model, batch, singles, tokens = model_and_batches(attn)
+def test_batch_gives_each_sample_what_it_gives_alone(kind, method, options, attn):
+    model, batch, singles, tokens = model_and_batches(kind, attn)
     with attach(model, method, keep=0.25, where="llm", **options) as handle:
         out = logits(model, batch)
         before, after = handle.last_counts
@@ -45,19 +49,22 @@ def test_batch_gives_each_sample_what_it_gives_alone(method, options, attn):
             assert torch.equal(together[i], generate(model, single)[0])
 
 
-def test_cached_generation_equals_uncached():
-    model, batch, _, _ = model_and_batches("sdpa")
+@pytest.mark.parametrize("kind", KINDS)
+def test_cached_generation_equals_uncached(kind):
+    model, batch, _, _ = model_and_batches(kind, "sdpa")
     with attach(model, "divprune", keep=0.25, where="llm", layer=1):
         cached = generate(model, batch)
         assert torch.equal(cached, generate(model, batch, use_cache=False))
     assert not torch.equal(cached, generate(model, batch))
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("where", ["vision", "projector"])
-def test_vision_and_projector_sides_are_refused_by_name(where):
-    model, batch, _, _ = model_and_batches("sdpa")
+def test_vision_and_projector_sides_are_refused_by_name(kind, where):
+    model, batch, _, _ = model_and_batches(kind, "sdpa")
     hooks = hook_counts(model)
-    with pytest.raises(ValueError, match="LlavaNextModel packs image features in tiles; only "
+    name = "LlavaNextModel" if kind == "llava_next" else "LlavaOnevisionModel"
+    with pytest.raises(ValueError, match=f"{name} packs image features in tiles; only "
                        "where='llm' is supported"):
         attach(model, "tome", keep=0.5, where=where)
     assert hook_counts(model) == hooks

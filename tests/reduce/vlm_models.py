@@ -157,17 +157,20 @@ def split_qwen(batch: dict, items_per_sample) -> list[dict]:
     return out
 
 
-def tiny_llava_next(attn: str = "sdpa", seed: int = 0):
-    """LLaVA-NeXT (anyres tiles + a newline token per row of features), the tiny LLaVA's sizes."""
-    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+def tiny_llava_next(attn: str = "sdpa", seed: int = 0, onevision: bool = False):
+    """LLaVA-NeXT (anyres tiles + a newline token per row of features), the tiny LLaVA's sizes;
+    `onevision`: LLaVA-OneVision, the same image path (it adds videos, not used here)."""
+    import transformers
 
+    name = "LlavaOnevision" if onevision else "LlavaNext"
+    options = {"video_token_id": VIDEO} if onevision else {}
     torch.manual_seed(seed)
     vision, text = _tiny_towers()
-    config = LlavaNextConfig(vision_config=vision, text_config=text, image_token_id=IMAGE,
-                             vision_feature_layer=-2, vision_feature_select_strategy="default",
-                             image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]],
-                             projector_hidden_act="gelu")
-    model = LlavaNextForConditionalGeneration(config).eval()
+    config = getattr(transformers, f"{name}Config")(
+        vision_config=vision, text_config=text, image_token_id=IMAGE, vision_feature_layer=-2,
+        vision_feature_select_strategy="default", projector_hidden_act="gelu",
+        image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]], **options)
+    model = getattr(transformers, f"{name}ForConditionalGeneration")(config).eval()
     model.set_attn_implementation(attn)
     return model
 
