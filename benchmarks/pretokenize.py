@@ -17,7 +17,12 @@
 - the parent process's peak memory (its own RSS, not its workers') with two workers on
   1,000 and 10,000 small generated images: it should not grow with the folder.
 
+On a GPU (`--device cuda`) the CPU-scaling rows (one and two single-thread workers, Ray) are
+left out: vtok's default (one worker per GPU, batches of 32) runs against the same loop on the
+GPU, and the batch-size sweep runs on the GPU.
+
 Usage: python benchmarks/pretokenize.py [--json PATH] [--images N] [--repeats N] [--tiny]
+       [--device cuda]
 (Not named tokenize.py: a script's folder comes first on sys.path, and that name would hide
 the standard library's `tokenize` module, which `linecache` imports.)
 (`--tiny` checks that the script runs, in a minute: a few small images; give --json then.)
@@ -81,8 +86,8 @@ def vtok_tokenize(args: list[str], threads: int | None = None) -> dict:
     return {"exit": int(code), "seconds": float(seconds), "parent_peak_mb": int(rss_kb) / 1024}
 
 
-def llamagen_loop(tokenizer: str, folder: Path, out: Path, size: int, loader_workers: int
-                  ) -> None:
+def llamagen_loop(tokenizer: str, folder: Path, out: Path, size: int, loader_workers: int,
+                  device: str = "cpu") -> None:
     """LlamaGen's way (`extract_codes_c2i.py`): a DataLoader of batch size 1, encode under
     `torch.no_grad`, one .npy per image; prints the seconds from before loading the
     tokenizer (run in a fresh process by `peer_loop`)."""
@@ -94,7 +99,7 @@ def llamagen_loop(tokenizer: str, folder: Path, out: Path, size: int, loader_wor
     from vtok.models import load
 
     start = time.perf_counter()
-    tok = load(tokenizer)
+    tok = load(tokenizer).to(device)
     options = TokenizeOptions(size=size)
 
     class Images(Dataset):
@@ -112,18 +117,18 @@ def llamagen_loop(tokenizer: str, folder: Path, out: Path, size: int, loader_wor
     out.mkdir(parents=True, exist_ok=True)
     for i, x in enumerate(loader):
         with torch.no_grad():
-            codes = tok.encode(x).indices
+            codes = tok.encode(x.to(device)).indices
         np.save(out / f"{i}.npy", codes.cpu().numpy())
     print("RESULT", time.perf_counter() - start)
 
 
-def peer_loop(tokenizer: str, folder: Path, out: Path, size: int, loader_workers: int
-              ) -> dict:
+def peer_loop(tokenizer: str, folder: Path, out: Path, size: int, loader_workers: int,
+              device: str = "cpu") -> dict:
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, __file__, "--peer", tokenizer, str(folder), str(out),
-                           str(size), str(loader_workers)], env=env, capture_output=True,
+                           str(size), str(loader_workers), device], env=env, capture_output=True,
                           text=True)
     line = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
     if done.returncode != 0 or not line:
@@ -132,9 +137,9 @@ def peer_loop(tokenizer: str, folder: Path, out: Path, size: int, loader_workers
 
 
 def batch_sizes(tokenizer: str, folder: Path, size: int, views: int = 16,
-                rounds: int = 2) -> dict:
-    """Images/s of `tok.encode` on one thread at several batch sizes, on the same views in
-    turn (best of `rounds`), and whether every batch size gives the same tokens."""
+                rounds: int = 2, device: str = "cpu") -> dict:
+    """Images/s of `tok.encode` on one thread (or the GPU) at several batch sizes, on the same
+    views in turn (best of `rounds`), and whether every batch size gives the same tokens."""
     import torch
 
     from vtok.data.images import read_image
@@ -142,17 +147,17 @@ def batch_sizes(tokenizer: str, folder: Path, size: int, views: int = 16,
     from vtok.models import load
 
     torch.set_num_threads(1)
-    tok = load(tokenizer)
+    tok = load(tokenizer).to(device)
     options = TokenizeOptions(size=size)
     x = torch.stack([make_views(read_image(p)[None], options)[0][2][0]
-                     for p in sorted(folder.glob("*.jpg"))[:views]])
+                     for p in sorted(folder.glob("*.jpg"))[:views]]).to(device)
     best: dict[str, float] = {}
     tokens = {}
     for _ in range(rounds):
         for batch in (1, 2, 8, 32):
             start = time.perf_counter()
             tokens[batch] = torch.cat([tok.encode(x[i : i + batch]).indices
-                                       for i in range(0, len(x), batch)])
+                                       for i in range(0, len(x), batch)]).cpu()  # waits
             speed = len(x) / (time.perf_counter() - start)
             best[str(batch)] = max(best.get(str(batch), 0.0), speed)
     same = all(torch.equal(tokens[b], tokens[1]) for b in tokens)
@@ -166,8 +171,9 @@ def folder_files(folder: Path) -> dict:
 
 def main() -> None:
     if sys.argv[1:2] == ["--peer"]:
-        tokenizer, folder, out, size, workers = sys.argv[2:]
-        return llamagen_loop(tokenizer, Path(folder), Path(out), int(size), int(workers))
+        tokenizer, folder, out, size, workers, device = sys.argv[2:]
+        return llamagen_loop(tokenizer, Path(folder), Path(out), int(size), int(workers),
+                             device)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=OUT)
     parser.add_argument("--tokenizer", default="conv2d-f8")
@@ -178,6 +184,7 @@ def main() -> None:
                         help="runs of vtok's defaults and the loop, in turn (the best counts)")
     parser.add_argument("--no-ray", action="store_true", help="leave the Ray engine out")
     parser.add_argument("--tiny", action="store_true", help="a quick check that it runs")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     args = parser.parse_args()
     if args.tiny:
         if args.json == OUT:
@@ -202,7 +209,9 @@ def main() -> None:
 def run(args: argparse.Namespace, work: Path, threads: int) -> dict:
     side = round(args.size * 1.25)
     photos = make_images(work / "photos", args.images, (side, round(side * 4 / 3)))
-    common = ["-t", args.tokenizer, "-i", str(photos), "--size", str(args.size)]
+    common = ["-t", args.tokenizer, "-i", str(photos), "--size", str(args.size),
+              "--device", args.device]
+    gpu = args.device != "cpu"
     runs = {}
 
     def timed(name: str, extra: list[str], env_threads: int | None = None) -> None:
@@ -213,9 +222,10 @@ def run(args: argparse.Namespace, work: Path, threads: int) -> dict:
         runs[name] = result
         print(f"{name:24s} {result['items_per_s']:8.2f} items/s", flush=True)
 
-    timed("one_worker_one_thread", ["--workers", "1", "--threads", "1"], 1)
-    timed("two_workers_one_thread", ["--workers", "2", "--threads", "1"], 1)
-    if not args.no_ray:
+    if not gpu:  # CPU scaling: one and two single-thread workers
+        timed("one_worker_one_thread", ["--workers", "1", "--threads", "1"], 1)
+        timed("two_workers_one_thread", ["--workers", "2", "--threads", "1"], 1)
+    if not args.no_ray and not gpu:
         timed("ray_two_actors_one_thread",
               ["--engine", "ray", "--workers", "2", "--threads", "1"], 1)
     # vtok's defaults against the LlamaGen-style loop, in turn, `repeats` times each
@@ -227,7 +237,8 @@ def run(args: argparse.Namespace, work: Path, threads: int) -> dict:
             tries.setdefault(name, []).append(runs[name])
         for loader_workers in (0, 2):
             name = f"llamagen_style_loop_loader_workers_{loader_workers}"
-            loop = peer_loop(args.tokenizer, photos, work / "npy", args.size, loader_workers)
+            loop = peer_loop(args.tokenizer, photos, work / "npy", args.size, loader_workers,
+                             args.device)
             loop["items_per_s"] = args.images / loop["seconds"]
             loop["output"] = folder_files(work / "npy")
             tries.setdefault(name, []).append(loop)
@@ -253,21 +264,23 @@ def run(args: argparse.Namespace, work: Path, threads: int) -> dict:
 
     # last: a process keeps its peak memory across fork and exec, so the model coded here
     # would show in the peak memory of every `vtok tokenize` started after it
-    sweep = batch_sizes(args.tokenizer, photos, args.size)
-    print(f"one thread, images/s by batch size: {sweep['images_per_s']}", flush=True)
-    one = runs["one_worker_one_thread"]["items_per_s"]
-    ratios = {"two_workers_vs_one": runs["two_workers_one_thread"]["items_per_s"] / one,
-              "vtok_default_vs_llamagen_loop":
+    sweep = batch_sizes(args.tokenizer, photos, args.size, device=args.device)
+    print(f"{'the GPU' if gpu else 'one thread'}, images/s by batch size: "
+          f"{sweep['images_per_s']}", flush=True)
+    ratios = {"vtok_default_vs_llamagen_loop":
                   runs["vtok_default"]["items_per_s"] / loop["items_per_s"],
               "vtok_earlier_default_vs_llamagen_loop":
                   runs["vtok_earlier_default"]["items_per_s"] / loop["items_per_s"]}
+    if not gpu:
+        one = runs["one_worker_one_thread"]["items_per_s"]
+        ratios["two_workers_vs_one"] = runs["two_workers_one_thread"]["items_per_s"] / one
     if "ray_two_actors_one_thread" in runs:
         ratios["ray_vs_one_worker"] = runs["ray_two_actors_one_thread"]["items_per_s"] / one
     counts = sorted(memory, key=int)
     ratios["parent_peak_memory_largest_vs_smallest_folder"] = (
         memory[counts[-1]]["parent_peak_mb"] / memory[counts[0]]["parent_peak_mb"])
     return {"machine": {"cpus": threads, "platform": platform.platform(),
-                        "python": platform.python_version()},
+                        "python": platform.python_version(), "device": args.device},
             "tokenizer": args.tokenizer, "size": args.size, "images": args.images,
             "runs": runs, "encode_one_thread_by_batch_size": sweep,
             "memory_two_workers": memory, "ratios": ratios,
