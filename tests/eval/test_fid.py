@@ -99,4 +99,6 @@ def test_eval_adds_fid_to_every_row(inception_file, tmp_path):
     assert fids["q95"] < fids["q5"]  # nearly lossless JPEG sits closer to the originals
     assert json.loads((out / "results.json").read_text())["rows"][1]["fid_inception"] == \
         pytest.approx(fids["q5"])
-    assert "FID" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "FID" in report and "rd_fid_inception.png" in report
+    assert (out / "rd_fid_inception.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

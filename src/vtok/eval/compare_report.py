@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 # column -> (label, higher is better)
 METRICS = {"psnr": ("PSNR dB", True), "ssim": ("SSIM", True), "ms_ssim": ("MS-SSIM", True),
            "lpips_alex": ("LPIPS-Alex", False), "lpips_vgg": ("LPIPS-VGG", False),
-           "frechet_effnet": ("Fréchet distance, EfficientNet-Lite0", False)}
+           "frechet_effnet": ("Fréchet distance, EfficientNet-Lite0", False),
+           "fid_inception": ("FID (Inception-v3)", False)}
 # the results table's columns in two tables (too wide for one page as one) and their headers
 QUALITY_COLUMNS = {"bpp": "bpp", "psnr": "PSNR dB", "ssim": "SSIM", "ms_ssim": "MS-SSIM",
                    "lpips_alex": "LPIPS-Alex", "lpips_vgg": "LPIPS-VGG",
