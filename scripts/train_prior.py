@@ -42,10 +42,16 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, help="hidden units (default 256; the file's "
                         "embedding tables grow with it)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stick", type=float, default=0.0,
+                        help="a VQ video tokenizer's stick while coding the prior's clips "
+                        "(default 0: nearest codes, as the shipped conv3d-f8t4 prior was fitted, "
+                        "though its files default to 0.5)")
     args = parser.parse_args()
     directory = tokenizer_dir(args.name)
     tok = vtok.load(args.name)
     check_codable(tok)
+    if tok.codes_clips and hasattr(tok, "stick"):
+        tok.stick = args.stick
     crops = f"{args.size}x{args.size} centre crops"
     names, held_out = None, f"val photos ({crops})"
     if tok.codes_clips:
@@ -63,7 +69,8 @@ def main() -> int:
     text = re.sub(r"\n## Token prior\n.*", "", text, flags=re.S).rstrip() + "\n"
     text += (f"\n## Token prior\n\nMade by `python scripts/train_prior.py {args.name} "
              f"--crops {args.crops} --steps {args.steps} --size {args.size}"
-             f"{'' if args.hidden is None else f' --hidden {args.hidden}'}` in "
+             f"{'' if args.hidden is None else f' --hidden {args.hidden}'}"
+             f"{f' --stick {args.stick:g}' if args.stick else ''}` in "
              f"{report.minutes:.1f} min "
              f"(tokenizing included), prior id {prior.prior_id}. Integer arithmetic "
              f"(`vtok.codec.intprior`): files decode bit-exactly on any machine. On the "

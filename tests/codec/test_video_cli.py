@@ -205,4 +205,4 @@ def test_encode_sticks_by_default_for_a_vq_video_tokenizer_and_stick_0_turns_it_
             tok.stick = stick
             assert torch.equal(stored[name].indices, tok.encode(frames).indices), name
     changes = {k: int((t.indices[:, 1:] != t.indices[:, :-1]).sum()) for k, t in stored.items()}
-    assert changes["wide"] < changes["off"], changes
+    assert changes["wide"] <= changes["default"] < changes["off"], changes

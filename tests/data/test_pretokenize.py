@@ -329,22 +329,40 @@ def test_a_video_gives_frames_and_fps(tmp_path, capsys):
     assert (still["frames"], still["fps"], still["token_shape"]) == (1, 0.0, [1, 4, 4])
     assert pq.read_schema(out / "shard-00000.parquet").field("tokens").type == pa.list_(
         pa.uint16())  # 1000 FSQ codes
-    # a VQ video tokenizer's stick is in the manifest; a folder made with another is refused
-    vq = tmp_path / "vq"
-    torch.manual_seed(0)
+    # a VQ video tokenizer's stick (default 0.5, --stick) is in the manifest; resuming a folder
+    # coded at another is refused, naming the --stick that resumes it
+    from vtok.data.video import read_clip
     from vtok.models import create_tokenizer
 
+    vq = tmp_path / "vq"
+    torch.manual_seed(0)
     create_tokenizer("test-conv3d", quantizer="vq",
                      quantizer_options={"codebook_size": 64}).save_pretrained(vq)
-    assert tokenize("-t", vq, "-i", tmp_path / "in", "-o", tmp_path / "vq_out") == 0
-    manifest_path = tmp_path / "vq_out" / "manifest.json"
+    tok = Tokenizer.from_pretrained(vq)
+    frames = read_clip(path, 5).frames[None]
+    for stick, extra in ((0.5, []), (0.0, ["--stick", 0])):
+        out = tmp_path / f"vq{stick}"
+        assert tokenize("-t", vq, "-i", tmp_path / "in", "-o", out, "--max-frames", 5,
+                        *extra) == 0
+        assert json.loads((out / "manifest.json").read_text())["tokenizer"]["stick"] == stick
+        tok.stick = stick
+        with torch.no_grad():
+            expected = tok.encode(frames).indices[0].flatten().tolist()
+        assert read_rows(out)[0]["tokens"] == expected
+    manifest_path = tmp_path / "vq0.0" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    assert manifest["tokenizer"]["stick"] == 0.5
-    manifest["tokenizer"]["stick"] = 0.0  # as if made before the default changed
+    del manifest["tokenizer"]["stick"]  # as written before the stick was recorded
     manifest_path.write_text(json.dumps(manifest))
     capsys.readouterr()
-    assert tokenize("-t", vq, "-i", tmp_path / "in", "-o", tmp_path / "vq_out") == 2
-    assert "other options (the tokenizer's stick 0.0 -> 0.5)" in capsys.readouterr().err
+    assert tokenize("-t", vq, "-i", tmp_path / "in", "-o", tmp_path / "vq0.0",
+                    "--max-frames", 5) == 2
+    assert ("the tokenizer's stick 0.0 -> 0.5; give --stick 0.0 to resume it"
+            in capsys.readouterr().err)
+    assert tokenize("-t", vq, "-i", tmp_path / "in", "-o", tmp_path / "vq0.0",
+                    "--max-frames", 5, "--stick", 0) == 0
+    assert tokenize("-t", video, "-i", tmp_path / "in", "-o", tmp_path / "fsq",
+                    "--stick", 0.5) == 2  # FSQ: no codes to keep
+    assert "--stick needs a video tokenizer with a VQ codebook" in capsys.readouterr().err
     # an image tokenizer skips the video and names why
     conv = save_tokenizer(tmp_path / "conv")
     assert tokenize("-t", conv, "-i", tmp_path / "in", "-o", tmp_path / "o2") == 0

@@ -76,6 +76,8 @@ def test_distance_to_stored_reference_features_equals_the_pairwise_call(alex):
     for other in (y, z, x):
         assert torch.allclose(alex.distance(reference, other), alex(x, other), atol=1e-6)
     assert alex.distance(reference, x).abs().max().item() == 0.0
+    with pytest.raises(ValueError, match="LPIPS needs images of the reference's shape"):
+        alex.distance(reference, x[:1])  # one image against two: no silent broadcast
 
 
 def test_vgg_variant_loads_and_orders_distortions():

@@ -68,3 +68,17 @@ def test_vision_and_projector_sides_are_refused_by_name(kind, where):
                        "where='llm' is supported"):
         attach(model, "tome", keep=0.5, where=where)
     assert hook_counts(model) == hooks
+
+
+def test_images_that_follow_each_other_are_refused():
+    """Two images with no token between them form one run of placeholders, which cannot be
+    split into images: refused, not reduced as one."""
+    model, batch, _, tokens = model_and_batches("llava_next", "sdpa")
+    ids = torch.tensor([[9, 10] + [5] * (tokens[0] + tokens[1]) + [11, 12]])
+    adjacent = {"input_ids": ids, "pixel_values": batch["pixel_values"][:2],
+                "image_sizes": batch["image_sizes"][:2]}
+    logits(model, adjacent)  # the model itself takes them
+    with (attach(model, "divprune", keep=0.25, where="llm", layer=1),
+          pytest.raises(ValueError, match="the prompts hold 1 runs for 2 items: put a text "
+                        "token between images")):
+        logits(model, adjacent)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-size", type=int, default=256, help="crop side (default 256)")
     parser.add_argument("--frames", type=int, default=17,
                         help="frames per training clip, video tokenizers (default 17)")
+    parser.add_argument("--stick", type=float, default=None, metavar="SLACK",
+                        help="a VQ video tokenizer's stick while coding the clips (default: "
+                        "its own, 0.5, as `vtok encode` codes them; 0: nearest codes)")
     parser.add_argument("--steps", type=int, default=2000, help="fitting steps (default 2000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="replace an existing prior")
@@ -76,6 +80,13 @@ def run(args: argparse.Namespace) -> int:
                                   f"(use --force to replace it)")
         tok = Tokenizer.from_pretrained(directory)
         check_codable(tok)
+        if args.stick is not None:
+            if not (args.stick >= 0 and math.isfinite(args.stick)) or (args.stick and not (
+                    tok.codes_clips and hasattr(tok.quantizer, "indices_keeping"))):
+                raise ValueError(f"--stick {args.stick}: needs a finite number >= 0, and above "
+                                 f"0 a video tokenizer with a VQ codebook")
+            if tok.codes_clips:
+                tok.stick = args.stick
         names = None
         if tok.codes_clips:
             frames = tok.coded_frames(args.frames)  # a length the tokenizer codes unpadded

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rows.add_argument("--max-frames", type=int, default=17,
                       help="frames read from each video (a video tokenizer; default 17)")
     rows.add_argument("--fps", type=float, help="resample each video to this frame rate")
+    rows.add_argument("--stick", type=float, metavar="SLACK",
+                      help="a VQ video tokenizer keeps a token's code from the previous latent "
+                      "frame within (1 + SLACK) of the nearest (default 0.5; 0: nearest codes)")
     rows.add_argument("--shard-size", type=int, default=1000,
                       help="items per shard (default 1000)")
     rows.add_argument("--labels", choices=["auto", "folders", "none"], default="auto",
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         options = TokenizeOptions(
             size=args.size, hflip=args.hflip, ten_crop=args.ten_crop,
             crop_range=args.crop_range, num_tokens=args.num_tokens, max_frames=args.max_frames,
-            fps=args.fps, shard_size=args.shard_size, labels=args.labels,
+            fps=args.fps, stick=args.stick, shard_size=args.shard_size, labels=args.labels,
             path_column=args.path_column)
         how = RunOptions(batch_size=args.batch_size, device=args.device, workers=args.workers,
                          threads=args.threads, engine=args.engine,

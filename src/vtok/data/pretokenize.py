@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import threading
 from collections import deque
@@ -48,7 +49,9 @@ class TokenizeOptions:
     four corners and the centre of the image resized to `size * crop_range`, each also
     flipped (LlamaGen's ten-crop; needs `size`). num_tokens: tokens per image for a
     variable-length tokenizer. max_frames / fps: the clip read from each video (a video
-    tokenizer). shard_size: items per shard. labels / path_column: see `open_inputs`.
+    tokenizer). stick: a VQ video tokenizer's `Conv3dTokenizer.stick` (None: its default,
+    0.5; 0: nearest codes). shard_size: items per shard. labels / path_column: see
+    `open_inputs`.
     """
 
     size: int | None = None
@@ -58,6 +61,7 @@ class TokenizeOptions:
     num_tokens: int | None = None
     max_frames: int = 17
     fps: float | None = None
+    stick: float | None = None
     shard_size: int = 1000
     labels: str = "auto"
     path_column: str | None = None
@@ -73,6 +77,8 @@ class TokenizeOptions:
             raise TokenizeError("--max-frames and --shard-size must be >= 1")
         if self.fps is not None and not self.fps > 0:
             raise TokenizeError(f"--fps must be > 0, got {self.fps}")
+        if self.stick is not None and not (self.stick >= 0 and math.isfinite(self.stick)):
+            raise TokenizeError(f"--stick must be a finite number >= 0, got {self.stick}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -336,15 +342,19 @@ def shard_tasks(inputs: Inputs, shard_size: int) -> Iterator[ShardTask]:
         yield ShardTask(index, batch)
 
 
-def load_tokenizer(spec: str):
-    """A shipped tokenizer by name or a tokenizer folder; TokenizeError when it is neither."""
+def load_tokenizer(spec: str, options: TokenizeOptions | None = None):
+    """A shipped tokenizer by name or a tokenizer folder, with `options.stick` applied to a
+    video tokenizer; TokenizeError when it is neither."""
     from vtok.models import Tokenizer
     from vtok.models.shipped import tokenizer_dir
 
     try:
-        return Tokenizer.from_pretrained(tokenizer_dir(spec))
+        tok = Tokenizer.from_pretrained(tokenizer_dir(spec))
     except ValueError as err:
         raise TokenizeError(str(err)) from None
+    if options is not None and options.stick is not None and tok.codes_clips:
+        tok.stick = options.stick
+    return tok
 
 
 def check_request(tok, options: TokenizeOptions, columns: dict[str, Any]) -> None:
@@ -357,6 +367,9 @@ def check_request(tok, options: TokenizeOptions, columns: dict[str, Any]) -> Non
         if not 1 <= options.num_tokens <= tok.max_tokens:
             raise TokenizeError(f"--num-tokens must be in [1, {tok.max_tokens}], got "
                                 f"{options.num_tokens}")
+    if options.stick and not (tok.codes_clips and hasattr(tok.quantizer, "indices_keeping")):
+        raise TokenizeError(f"--stick needs a video tokenizer with a VQ codebook; this is a "
+                            f"{tok.architecture} tokenizer with a {tok.config.quantizer!r} one")
     clash = sorted(set(columns) & set(FIXED_COLUMNS))
     if clash:
         raise TokenizeError(f"the input's column(s) {', '.join(clash)} clash with the columns "
@@ -389,7 +402,7 @@ def tokenize_dataset(tokenizer: str, sources: list[str | Path], out: str | Path,
     called with each written shard's item count."""
     options = options or TokenizeOptions()
     run = run or RunOptions()
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(tokenizer, options)
     try:
         inputs = open_inputs(sources, options.labels, options.path_column)
     except ValueError as err:
@@ -532,7 +545,7 @@ def _init_worker(spec: str, options: TokenizeOptions, run: RunOptions,
         number = counter.value
         counter.value += 1
     device = worker_device(run, number)
-    _WORKER.update(tok=load_tokenizer(spec).to(device), options=options, run=run,
+    _WORKER.update(tok=load_tokenizer(spec, options).to(device), options=options, run=run,
                    device=device, columns=columns)
 
     def watch() -> None:  # a killed parent leaves no worker running on

@@ -43,7 +43,7 @@ class ShardTokenizer:
 
         torch.set_num_threads(run.threads or 1)
         self.device = "cuda" if run.gpus_per_worker > 0 else run.device
-        self.tok = load_tokenizer(spec).to(self.device)
+        self.tok = load_tokenizer(spec, options).to(self.device)
         self.options, self.run, self.columns = options, run, columns
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:

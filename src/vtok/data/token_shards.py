@@ -173,11 +173,15 @@ class ShardFolder:
                 f"{self.out} holds tokens of tokenizer {was.get('id')} ({was.get('name')}), "
                 f"not of {now['id']} ({now['name']}); use another --out, or delete it to "
                 f"start again")
+        # --stick is compared by its effect, the stick the tokenizer codes at (below)
         changed = [f"--{k.replace('_', '-')} {old.get('options', {}).get(k)!r} -> {v!r}"
                    for k, v in self.header["options"].items()
-                   if old.get("options", {}).get(k) != v]
-        if was.get("stick") != now.get("stick"):  # the tokenizer's default changed since
-            changed.append(f"the tokenizer's stick {was.get('stick')!r} -> {now.get('stick')!r}")
+                   if k != "stick" and old.get("options", {}).get(k) != v]
+        # a folder from before the stick was recorded was coded with nearest codes
+        was_stick = was.get("stick", 0.0 if "stick" in now else None)
+        if was_stick != now.get("stick"):
+            changed.append(f"the tokenizer's stick {was_stick!r} -> {now.get('stick')!r}; "
+                           f"give --stick {was_stick!r} to resume it")
         if old.get("inputs") != self.header["inputs"]:
             changed.append(f"inputs {old.get('inputs')} -> {self.header['inputs']}")
         if changed:

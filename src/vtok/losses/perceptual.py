@@ -103,7 +103,11 @@ class LPIPS(nn.Module):
 
     def distance(self, reference: list[Tensor], y: Tensor) -> Tensor:
         """LPIPS between the images whose `unit_features` are `reference` and `y`."""
-        return self._total(reference, self.unit_features(y))
+        fy = self.unit_features(y)
+        if fy[0].shape != reference[0].shape:
+            raise ValueError(f"LPIPS needs images of the reference's shape: its first features "
+                             f"are {tuple(reference[0].shape)}, these {tuple(fy[0].shape)}")
+        return self._total(reference, fy)
 
     def _total(self, fx: list[Tensor], fy: list[Tensor]) -> Tensor:
         total = fy[0].new_zeros(fy[0].shape[0])

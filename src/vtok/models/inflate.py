@@ -6,7 +6,9 @@ weights as follows: every 3x3 kernel becomes the newest time tap of its 3D kerne
 taps are zero), and every time-only conv of a factorized block starts as the identity on the
 newest frame. The inflated model then codes each frame as the image tokenizer does, with time
 downsampling keeping the last frame of each group and upsampling repeating it: a still image
-gives the image tokenizer's tokens and pixels, and training on clips starts from there.
+gives the image tokenizer's tokens and pixels, and training on clips starts from there. (With
+a VQ codebook the video tokenizer's default `stick` keeps some codes from one latent frame to
+the next; set `stick = 0` for the image tokenizer's nearest codes on every frame.)
 """
 
 from __future__ import annotations

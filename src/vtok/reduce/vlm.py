@@ -150,7 +150,8 @@ class VlmReductionHandle:
                           f"unreduced", stacklevel=2)
         for kind in self.call.kinds:
             counts = item_counts(self.parts, self.call.kinds[kind], encoded.get(kind),
-                                 pixels.get(kind), kwargs.get(f"{kind}_grid_thw"))
+                                 pixels.get(kind), kwargs.get(f"{kind}_grid_thw"),
+                                 kwargs.get("image_sizes") if kind == "image" else None)
             if counts is not None:
                 self.call.counts[kind] = counts
         self._item_grids(kwargs)

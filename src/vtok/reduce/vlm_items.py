@@ -13,12 +13,13 @@ from vtok.reduce.vlm_parts import VlmParts
 
 
 def item_counts(parts: VlmParts, where: Tensor, encoded: Any, pixels: Tensor | None,
-                grid_thw: Tensor | None) -> list[int] | None:
+                grid_thw: Tensor | None, image_sizes: Tensor | None = None) -> list[int] | None:
     """Tokens per image (or video) of one kind in a forward, in their sequence order.
 
     `where` is the kind's [B, L] placeholder mask, `encoded` the features generate encoded
-    beforehand (or None), `grid_thw` Qwen's t x h x w patch grid per item (or None). None when
-    the forward brings no pixels of this kind.
+    beforehand (or None), `grid_thw` Qwen's t x h x w patch grid per item (or None),
+    `image_sizes` LLaVA-NeXT's size per image (or None). None when the forward brings no
+    pixels of this kind. ValueError when runs of placeholders cannot be told apart.
     """
     if encoded is not None:  # features encoded beforehand (generate does that)
         return [int(f.shape[0]) for f in encoded.pooler_output]
@@ -33,6 +34,12 @@ def item_counts(parts: VlmParts, where: Tensor, encoded: Any, pixels: Tensor | N
         for row in where.int():
             edges = torch.diff(row, prepend=row.new_zeros(1), append=row.new_zeros(1))
             runs += ((edges == -1).nonzero() - (edges == 1).nonzero()).flatten().tolist()
+        items = (len(image_sizes) if image_sizes is not None
+                 else pixels.shape[0] if pixels.ndim == 5 else len(runs))
+        if len(runs) != items:
+            raise ValueError(f"visual-token reduction takes each run of placeholder tokens as "
+                             f"one item, but the prompts hold {len(runs)} runs for {items} "
+                             f"items: put a text token between images that follow each other")
         return runs
     return None
 
