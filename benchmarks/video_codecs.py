@@ -43,6 +43,7 @@ from vtok.eval.video_compare import (
 from vtok.files import atomic_write, atomic_write_text
 from vtok.losses import LPIPS
 from vtok.models import Tokenizer
+from vtok.models.conv3d import set_stick
 from vtok.models.presets import load_or_build
 
 OUT = Path(__file__).parent / "results" / "video_codecs.json"
@@ -159,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     try:
         tok, directory, trained = load_tokenizer(args.tokenizer, args.device)
-        if args.stick is not None:
-            tok.stick = args.stick
+        set_stick(tok, args.stick)
         multiple = grid_multiple(tok)
         if args.size and (args.size[0] % multiple or args.size[1] % multiple):
             raise ValueError(f"--size sides must be multiples of {multiple}")

@@ -51,6 +51,7 @@ from vtok.data.video import read_frames
 from vtok.data.video_datasets import RandomClips, video_items
 from vtok.files import atomic_write_text
 from vtok.models import Tokenizer
+from vtok.models.conv3d import set_stick
 from vtok.models.presets import load_or_build
 
 OUT = Path(__file__).parent / "results" / "video_prior.json"
@@ -102,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     tok, directory = load_or_build(args.tokenizer)
     tok, trained = tok.eval(), directory is not None
-    if args.stick is not None:  # for the training clips' tokens and the measured ones alike
-        tok.stick = args.stick
+    set_stick(tok, args.stick)  # for the training clips' tokens and the measured ones alike
     train_paths = [p for p in clip_paths("train") if p.name != STATIC]
     found = RandomClips(video_items(train_paths), args.size, tok.coded_frames(args.frames),
                         seed=1, min_scale=0.5)

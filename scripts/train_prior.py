@@ -30,6 +30,7 @@ from vtok.codec.fit import (
     summary,
     write_prior,
 )
+from vtok.models.conv3d import set_stick
 from vtok.models.presets import tokenizer_dir
 
 
@@ -50,8 +51,7 @@ def main() -> int:
     directory = tokenizer_dir(args.name)
     tok = vtok.load(args.name)
     check_codable(tok)
-    if tok.codes_clips and hasattr(tok, "stick"):
-        tok.stick = args.stick
+    set_stick(tok, args.stick)
     crops = f"{args.size}x{args.size} centre crops"
     names, held_out = None, f"val photos ({crops})"
     if tok.codes_clips:

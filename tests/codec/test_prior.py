@@ -293,8 +293,8 @@ def test_vtok_prior_makes_a_prior_for_a_tokenizer_folder(tmp_path, capsys):
     assert main(["prior", str(tmp_path / "tok"), "--crops", "3"]) == 2
     assert "--crops must be in [16, 100000], got 3" in capsys.readouterr().err
     assert main(["prior", str(tmp_path / "tok"), "--force", "--stick", "0.5"]) == 2
-    assert ("--stick 0.5: needs a finite number >= 0, and above 0 a video tokenizer with a VQ "
-            "codebook") in capsys.readouterr().err
+    assert ("--stick needs a video tokenizer with a VQ codebook; this is a conv2d tokenizer"
+            in capsys.readouterr().err)
     from vtok.models.presets import tokenizer_dir
 
     assert main(["prior", str(tokenizer_dir("conv2d-f8"))]) == 2

@@ -95,3 +95,23 @@ def test_encode_refuses_stick_for_an_image_tokenizer(tmp_path, capsys):
                  str(tmp_path / "a.vtok"), "--stick", "0.5"])
     assert code != 0 and not (tmp_path / "a.vtok").exists()
     assert "--stick needs a video tokenizer with a VQ codebook" in capsys.readouterr().err
+
+
+def test_set_stick_checks_the_value_and_the_tokenizer(tok):
+    from vtok.models.conv3d import set_stick
+
+    image = create_tokenizer("test-conv2d")
+    set_stick(image, 0.0)  # nothing to change, nothing wrong
+    for value in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"--stick must be a finite number >= 0, got {value}"):
+            set_stick(tok, value)
+    with pytest.raises(ValueError, match="-s needs a video tokenizer with a VQ codebook; this is "
+                                         "a conv2d tokenizer with a 'vq' one"):
+        set_stick(image, 0.5, "-s")
+    set_stick(tok, None)
+    assert tok.stick == DEFAULT_STICK
+    try:
+        set_stick(tok, 2)
+        assert tok.stick == 2.0
+    finally:
+        tok.stick = DEFAULT_STICK

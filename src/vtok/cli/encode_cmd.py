@@ -16,7 +16,6 @@ the others are still written, and the exit code is then 1.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -110,11 +109,6 @@ def _check_request(args: argparse.Namespace, tok) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
     if args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.stick is not None and not (args.stick >= 0 and math.isfinite(args.stick)):
-        raise ValueError(f"--stick must be a finite number >= 0, got {args.stick}")
-    if args.stick and (not tok.codes_clips or not hasattr(tok.quantizer, "indices_keeping")):
-        raise ValueError(f"--stick needs a video tokenizer with a VQ codebook; this is a "
-                         f"{tok.architecture} tokenizer with a {tok.config.quantizer!r} one")
     if args.start < 0 or (args.duration is not None and not args.duration > 0) or (
             args.fps is not None and not args.fps > 0):
         raise ValueError("--start must be >= 0, --duration and --fps > 0")
@@ -168,14 +162,14 @@ def run(args: argparse.Namespace) -> int:
     from vtok.codec.tokens_file import has_prior, make_coder
     from vtok.data.images import load_image
     from vtok.models import Tokenizer
+    from vtok.models.conv3d import set_stick
     from vtok.models.presets import tokenizer_dir
 
     try:
         directory = tokenizer_dir(args.tokenizer)
         tok = Tokenizer.from_pretrained(directory)
         _check_request(args, tok)
-        if args.stick is not None and tok.codes_clips:
-            tok.stick = args.stick
+        set_stick(tok, args.stick)
         coding = args.coding or ("entropy" if has_prior(directory) else "raw")
         coder = make_coder(coding, tok, directory)
         # without --coding, each file gets whichever coding is smaller for it (a short

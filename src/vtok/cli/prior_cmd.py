@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -66,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         )
         from vtok.codec.tokens_file import has_prior
         from vtok.models import Tokenizer
+        from vtok.models.conv3d import set_stick
         from vtok.models.presets import PRETRAINED_DIR
 
         directory = args.tokenizer
@@ -80,13 +80,7 @@ def run(args: argparse.Namespace) -> int:
                                   f"(use --force to replace it)")
         tok = Tokenizer.from_pretrained(directory)
         check_codable(tok)
-        if args.stick is not None:
-            if not (args.stick >= 0 and math.isfinite(args.stick)) or (args.stick and not (
-                    tok.codes_clips and hasattr(tok.quantizer, "indices_keeping"))):
-                raise ValueError(f"--stick {args.stick}: needs a finite number >= 0, and above "
-                                 f"0 a video tokenizer with a VQ codebook")
-            if tok.codes_clips:
-                tok.stick = args.stick
+        set_stick(tok, args.stick)
         names = None
         if tok.codes_clips:
             frames = tok.coded_frames(args.frames)  # a length the tokenizer codes unpadded

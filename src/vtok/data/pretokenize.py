@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import os
 import threading
 from collections import deque
@@ -77,8 +76,6 @@ class TokenizeOptions:
             raise TokenizeError("--max-frames and --shard-size must be >= 1")
         if self.fps is not None and not self.fps > 0:
             raise TokenizeError(f"--fps must be > 0, got {self.fps}")
-        if self.stick is not None and not (self.stick >= 0 and math.isfinite(self.stick)):
-            raise TokenizeError(f"--stick must be a finite number >= 0, got {self.stick}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -346,14 +343,14 @@ def load_tokenizer(spec: str, options: TokenizeOptions | None = None):
     """A shipped tokenizer by name or a tokenizer folder, with `options.stick` applied to a
     video tokenizer; TokenizeError when it is neither."""
     from vtok.models import Tokenizer
+    from vtok.models.conv3d import set_stick
     from vtok.models.shipped import tokenizer_dir
 
     try:
         tok = Tokenizer.from_pretrained(tokenizer_dir(spec))
+        set_stick(tok, None if options is None else options.stick)
     except ValueError as err:
         raise TokenizeError(str(err)) from None
-    if options is not None and options.stick is not None and tok.codes_clips:
-        tok.stick = options.stick
     return tok
 
 
@@ -367,9 +364,6 @@ def check_request(tok, options: TokenizeOptions, columns: dict[str, Any]) -> Non
         if not 1 <= options.num_tokens <= tok.max_tokens:
             raise TokenizeError(f"--num-tokens must be in [1, {tok.max_tokens}], got "
                                 f"{options.num_tokens}")
-    if options.stick and not (tok.codes_clips and hasattr(tok.quantizer, "indices_keeping")):
-        raise TokenizeError(f"--stick needs a video tokenizer with a VQ codebook; this is a "
-                            f"{tok.architecture} tokenizer with a {tok.config.quantizer!r} one")
     clash = sorted(set(columns) & set(FIXED_COLUMNS))
     if clash:
         raise TokenizeError(f"the input's column(s) {', '.join(clash)} clash with the columns "

@@ -314,3 +314,19 @@ class Conv3dTokenizer(Tokenizer):
             if first + y.shape[1] >= frames:
                 break
         return out[:, 0] if frames == 1 else out
+
+
+def set_stick(tok: Any, value: float | None, flag: str = "--stick") -> None:
+    """Set a video tokenizer's `stick` (None: keep its default), for every command that takes
+    one. ValueError naming `flag`: a negative or non-finite value, or one above 0 for a
+    tokenizer without a VQ codebook for clips (an image tokenizer, or FSQ). 0 suits any
+    tokenizer and changes nothing for one without a stick."""
+    if value is None:
+        return
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{flag} must be a finite number >= 0, got {value}")
+    if value and not (tok.codes_clips and hasattr(tok.quantizer, "indices_keeping")):
+        raise ValueError(f"{flag} needs a video tokenizer with a VQ codebook; this is a "
+                         f"{tok.architecture} tokenizer with a {tok.config.quantizer!r} one")
+    if hasattr(tok, "stick"):
+        tok.stick = float(value)
